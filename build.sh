@@ -353,28 +353,26 @@ free_port_from() {
 
 cmd_test() {
     cmd_build
-    local tmp
-    tmp="$(mktemp -d /tmp/hamrahi-test.XXXXXX)"
-    chmod 755 "$tmp"
-    export HAMRAHI_RUN_DIR="$tmp/run"
+    TEST_TMP="$(mktemp -d /tmp/hamrahi-test.XXXXXX)"
+    chmod 755 "$TEST_TMP"
+    export HAMRAHI_RUN_DIR="$TEST_TMP/run"
     export HAMRAHI_HTTP_PORT="$(free_port_from 28080)"
     export HAMRAHI_REDIS_PORT="$(free_port_from 26380)"
     export HAMRAHI_PG_PORT="$(free_port_from 25433)"
     export HAMRAHI_SANDBOX_PORT="$(free_port_from 28090)"
-    export HAMRAHI_WATCHDOG_MS="${HAMRAHI_WATCHDOG_MS:-5000}"
-    trap 'test_cleanup "$tmp"' EXIT
+    trap 'rc=$?; test_cleanup; exit $rc' EXIT
     trap 'exit 130' INT TERM
-    "$PY" "$ROOT/tests/run_tests.py" --root "$ROOT" --tmp "$tmp" "$@"
+    "$PY" "$ROOT/tests/run_tests.py" --root "$ROOT" --tmp "$TEST_TMP" "$@"
 }
 
+# Stops the private stack and removes its directory (KEEP_TEST_DIR=1 keeps it).
 test_cleanup() {
-    local tmp="$1" rc=$?
     (cmd_down) >/dev/null 2>&1 || true
     if [ "${KEEP_TEST_DIR:-0}" = 1 ]; then
-        log "test state kept in $tmp (exit $rc)"
-    else
-        rm -rf "$tmp" "/tmp/hamrahi-pg-$(echo "$tmp/run" | sha1sum | cut -c1-12)"
+        log "test state kept in $TEST_TMP"
+        return 0
     fi
+    rm -rf "$TEST_TMP" "/tmp/hamrahi-pg-$(echo "$TEST_TMP/run" | sha1sum | cut -c1-12)"
 }
 
 # ---------------------------------------------------------------- main

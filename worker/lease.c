@@ -1,0 +1,177 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <hiredis/hiredis.h>
+
+#include "lease.h"
+#include "log.h"
+
+#define LEASE_TTL_MS    "1500"
+#define LEASE_RENEW_MS  300
+
+/* Renew if ours; take it if free (Redis lost it); else report it lost. */
+static const char renew_script[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v == ARGV[1] then\n"
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1\n"
+    "elseif v == false then\n"
+    "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1\n"
+    "end\n"
+    "return 0\n";
+
+static const char release_script[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "  return redis.call('DEL', KEYS[1])\n"
+    "end\n"
+    "return 0\n";
+
+struct lease {
+    rconn_t    *cmd;
+    uv_timer_t  timer;
+    char        key[160];
+    char        fence_key[176];
+    char        owner[200];
+    int         held;
+    int         asking;    /* a command is out: never two at once */
+    int         closed;    /* replies still due are dropped */
+    void      (*on_acquired)(void *arg);
+    void      (*on_lost)(void *arg);
+    void       *arg;
+};
+
+
+static void
+on_fence(redisAsyncContext *ac, void *r, void *priv)
+{
+    lease_t          *l = priv;
+    const redisReply *reply = r;
+
+    (void) ac;
+    if (!l->closed && reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
+        log_line("lease %s: acquired by %s, fencing token %lld", l->key,
+                 l->owner, reply->integer);
+    }
+}
+
+
+static void
+on_acquire(redisAsyncContext *ac, void *r, void *priv)
+{
+    lease_t          *l = priv;
+    const redisReply *reply = r;
+    const char       *argv[] = { "INCR", l->fence_key };
+
+    (void) ac;
+    l->asking = 0;
+    if (l->closed || reply == NULL || reply->type != REDIS_REPLY_STATUS) {
+        return; /* held by another worker (nil), or Redis away */
+    }
+    l->held = 1;
+    rconn_command(l->cmd, on_fence, l, 2, argv, NULL);
+    l->on_acquired(l->arg);
+}
+
+
+static void
+on_renew(redisAsyncContext *ac, void *r, void *priv)
+{
+    lease_t          *l = priv;
+    const redisReply *reply = r;
+
+    (void) ac;
+    l->asking = 0;
+    if (l->closed || reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        return; /* Redis away: nobody else can take it meanwhile */
+    }
+    if (reply->integer == 0 && l->held) {
+        l->held = 0;
+        log_line("lease %s: lost to another worker", l->key);
+        l->on_lost(l->arg);
+    }
+}
+
+
+static void
+tick(uv_timer_t *t)
+{
+    lease_t    *l = t->data;
+    const char *acquire[] = { "SET", l->key, l->owner, "NX", "PX",
+                              LEASE_TTL_MS };
+    const char *renew[] = { "EVAL", renew_script, "1", l->key, l->owner,
+                            LEASE_TTL_MS };
+
+    if (l->asking || !rconn_is_up(l->cmd)) {
+        return;
+    }
+    if (l->held) {
+        l->asking = rconn_command(l->cmd, on_renew, l, 6, renew, NULL) == 0;
+    } else {
+        l->asking = rconn_command(l->cmd, on_acquire, l, 6, acquire, NULL)
+                    == 0;
+    }
+}
+
+
+lease_t *
+lease_new(uv_loop_t *loop, rconn_t *cmd, const char *key, const char *owner,
+          void (*on_acquired)(void *arg), void (*on_lost)(void *arg),
+          void *arg)
+{
+    lease_t       *l = calloc(1, sizeof(*l));
+    unsigned char  raw[6];
+
+    if (l == NULL || getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw)) {
+        free(l);
+        return NULL;
+    }
+    l->cmd = cmd;
+    snprintf(l->key, sizeof(l->key), "%s", key);
+    snprintf(l->fence_key, sizeof(l->fence_key), "%s:fence", key);
+    snprintf(l->owner, sizeof(l->owner), "%.150s:%02x%02x%02x%02x%02x%02x",
+             owner, raw[0], raw[1], raw[2], raw[3], raw[4], raw[5]);
+    l->on_acquired = on_acquired;
+    l->on_lost = on_lost;
+    l->arg = arg;
+    uv_timer_init(loop, &l->timer);
+    l->timer.data = l;
+    uv_timer_start(&l->timer, tick, 0, LEASE_RENEW_MS);
+    return l;
+}
+
+
+int
+lease_held(const lease_t *l)
+{
+    return l->held;
+}
+
+
+void
+lease_release(lease_t *l)
+{
+    const char *argv[] = { "EVAL", release_script, "1", l->key, l->owner };
+
+    uv_timer_stop(&l->timer);
+    if (l->held) {
+        l->held = 0;
+        rconn_command(l->cmd, NULL, NULL, 5, argv, NULL);
+        log_line("lease %s: released", l->key);
+    }
+}
+
+
+void
+lease_close(lease_t *l)
+{
+    l->closed = 1;
+    uv_timer_stop(&l->timer);
+    uv_close((uv_handle_t *) &l->timer, NULL);
+}
+
+
+void
+lease_free(lease_t *l)
+{
+    free(l);
+}

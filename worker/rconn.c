@@ -1,0 +1,266 @@
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <hiredis/adapters/libuv.h>
+
+#include "log.h"
+#include "rconn.h"
+
+#define BACKOFF_FIRST_MS  100
+#define BACKOFF_MAX_MS    2000
+#define CONNECT_MAX_MS    1000
+#define PING_EVERY_MS     1000
+#define PING_MAX_MS       3000
+
+struct rconn {
+    uv_loop_t          *loop;
+    redisAsyncContext  *ac;
+    uv_timer_t          retry;
+    uv_timer_t          health;     /* connect timeout, then PING */
+    uint64_t            ping_sent;  /* loop ms; 0: none outstanding */
+    char                host[256];
+    int                 port;
+    char                name[32];
+    int                 up;
+    int                 closing;
+    int                 open_handles;  /* freed when the last one closed */
+    unsigned            backoff_ms;
+    rconn_state_cb      cb;
+    void               *arg;
+};
+
+static void connect_now(rconn_t *rc);
+
+
+static void
+on_retry(uv_timer_t *t)
+{
+    connect_now(t->data);
+}
+
+
+static void
+schedule_retry(rconn_t *rc)
+{
+    if (rc->closing) {
+        return;
+    }
+    uv_timer_start(&rc->retry, on_retry, rc->backoff_ms, 0);
+    rc->backoff_ms = rc->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                         : rc->backoff_ms * 2;
+}
+
+
+/*
+ * hiredis 0.14's libuv adapter ignores a poll error (libuv reports
+ * EPOLLERR as status UV_EBADF and stops the handle), so a refused connect or
+ * a reset socket would hang forever. A connect timeout and a PING that must
+ * come back bound both; drop() then frees the context from outside hiredis.
+ */
+static void
+drop(rconn_t *rc, const char *why)
+{
+    redisAsyncContext *ac = rc->ac;
+    int                was_up = rc->up;
+
+    log_line("redis %s: %s; reconnecting", rc->name, why);
+    uv_timer_stop(&rc->health);
+    rc->ac = NULL;
+    rc->up = 0;
+    rc->ping_sent = 0;
+    if (ac != NULL) {
+        ac->data = NULL;       /* no disconnect callback into us */
+        redisAsyncFree(ac);    /* pending callbacks run with NULL replies */
+    }
+    if (was_up) {
+        rc->cb(rc, 0, rc->arg);
+    }
+    schedule_retry(rc);
+}
+
+
+static void
+on_pong(redisAsyncContext *ac, void *reply, void *priv)
+{
+    rconn_t *rc = priv;
+
+    (void) ac;
+    if (reply != NULL && ac->data == rc) {
+        rc->ping_sent = 0;
+    }
+}
+
+
+static void
+on_health(uv_timer_t *t)
+{
+    rconn_t  *rc = t->data;
+    uint64_t  now = uv_now(rc->loop);
+
+    if (!rc->up) {
+        drop(rc, "connect timed out");
+        return;
+    }
+    if (rc->ping_sent != 0) {
+        if (now - rc->ping_sent > PING_MAX_MS) {
+            drop(rc, "no answer to PING");
+        }
+        return;
+    }
+    if (redisAsyncCommand(rc->ac, on_pong, rc, "PING") == REDIS_OK) {
+        rc->ping_sent = now;
+    }
+}
+
+
+static void
+on_connect(const redisAsyncContext *ac, int status)
+{
+    rconn_t *rc = ac->data;
+
+    if (rc == NULL) {
+        return; /* closed by rconn_close() */
+    }
+    if (status != REDIS_OK) {
+        /* hiredis frees ac after this callback returns. */
+        log_line("redis %s: connect to %s:%d failed: %s", rc->name, rc->host,
+                 rc->port, ac->errstr);
+        uv_timer_stop(&rc->health);
+        rc->ac = NULL;
+        schedule_retry(rc);
+        return;
+    }
+    log_line("redis %s: connected to %s:%d", rc->name, rc->host, rc->port);
+    rc->up = 1;
+    rc->ping_sent = 0;
+    uv_timer_start(&rc->health, on_health, PING_EVERY_MS, PING_EVERY_MS);
+    rc->backoff_ms = BACKOFF_FIRST_MS;
+    rc->cb(rc, 1, rc->arg);
+}
+
+
+static void
+on_disconnect(const redisAsyncContext *ac, int status)
+{
+    rconn_t *rc = ac->data;
+
+    if (rc == NULL) {
+        return; /* closed by rconn_close() */
+    }
+    rc->ac = NULL;
+    uv_timer_stop(&rc->health);
+    log_line("redis %s: connection lost (%s)", rc->name,
+             status == REDIS_OK ? "closed" : ac->errstr);
+    rc->up = 0;
+    rc->cb(rc, 0, rc->arg);
+    schedule_retry(rc);
+}
+
+
+static void
+connect_now(rconn_t *rc)
+{
+    redisAsyncContext *ac;
+
+    if (rc->closing || rc->ac != NULL) {
+        return;
+    }
+    ac = redisAsyncConnect(rc->host, rc->port);
+    if (ac == NULL || ac->err) {
+        log_line("redis %s: cannot connect to %s:%d: %s", rc->name, rc->host,
+                 rc->port, ac ? ac->errstr : "out of memory");
+        if (ac != NULL) {
+            redisAsyncFree(ac);
+        }
+        schedule_retry(rc);
+        return;
+    }
+    ac->data = rc;
+    if (redisLibuvAttach(ac, rc->loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        schedule_retry(rc);
+        return;
+    }
+    rc->ac = ac;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    uv_timer_start(&rc->health, on_health, CONNECT_MAX_MS, 0);
+}
+
+
+rconn_t *
+rconn_new(uv_loop_t *loop, const char *host, int port, const char *name,
+          rconn_state_cb cb, void *arg)
+{
+    rconn_t *rc = calloc(1, sizeof(*rc));
+
+    if (rc == NULL) {
+        return NULL;
+    }
+    rc->loop = loop;
+    snprintf(rc->host, sizeof(rc->host), "%s", host);
+    snprintf(rc->name, sizeof(rc->name), "%s", name);
+    rc->port = port;
+    rc->cb = cb;
+    rc->arg = arg;
+    rc->backoff_ms = BACKOFF_FIRST_MS;
+    uv_timer_init(loop, &rc->retry);
+    uv_timer_init(loop, &rc->health);
+    rc->retry.data = rc;
+    rc->health.data = rc;
+    connect_now(rc);
+    return rc;
+}
+
+
+int
+rconn_is_up(const rconn_t *rc)
+{
+    return rc->up;
+}
+
+
+int
+rconn_command(rconn_t *rc, redisCallbackFn *fn, void *privdata, int argc,
+              const char **argv, const size_t *argvlen)
+{
+    if (!rc->up || rc->ac == NULL) {
+        return -1;
+    }
+    if (redisAsyncCommandArgv(rc->ac, fn, privdata, argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        return -1;
+    }
+    return 0;
+}
+
+
+/* libuv runs close callbacks in no promised order: count them. */
+static void
+on_retry_closed(uv_handle_t *h)
+{
+    rconn_t *rc = h->data;
+
+    if (--rc->open_handles == 0) {
+        free(rc);
+    }
+}
+
+
+void
+rconn_close(rconn_t *rc)
+{
+    rc->closing = 1;
+    rc->up = 0;
+    uv_timer_stop(&rc->retry);
+    uv_timer_stop(&rc->health);
+    if (rc->ac != NULL) {
+        rc->ac->data = NULL;
+        redisAsyncDisconnect(rc->ac);
+        rc->ac = NULL;
+    }
+    rc->open_handles = 2;
+    uv_close((uv_handle_t *) &rc->retry, on_retry_closed);
+    uv_close((uv_handle_t *) &rc->health, on_retry_closed);
+}

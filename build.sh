@@ -58,8 +58,13 @@ cmd_deps() {
 # ---------------------------------------------------------------- build
 
 cmd_build() {
-    build_module
-    make -C "$ROOT" -s -j2 all
+    mkdir -p "$ROOT/build"
+    # Several stacks (a developer's `up` and a `test`) may build at once.
+    (
+        flock 9
+        build_module
+        make -C "$ROOT" -s -j2 all
+    ) 9> "$ROOT/build/.lock"
 }
 
 # nginx's configure is run once per build dir (it takes ~4 s); `make modules`

@@ -25,16 +25,16 @@ def main():
     session = f"demo-{int(time.time())}"
     known = {c["sid"] for c in stack.sandbox_calls()}
     panel = stack.panel(role="operator", station="st-1", sub="op-1")
-    t0 = now_ms()
+    timeline = []
 
     def say(at, text):
-        print(f"  +{(at - t0) / 1000:6.3f} s  {text}", flush=True)
+        timeline.append((at, text))
 
     print(f"Demo session {session} (citizen cit-1, operator op-1, station st-1)")
     r = stack.activate(session)
     (entry,) = stack.redis.xrange("hamrahi:events", r.json()["id"], r.json()["id"])
     at_ms = int(entry[1]["at_ms"])
-    t0 = at_ms
+    print("  (watching the stack for up to 20 s...)", flush=True)
     say(at_ms, f"activation accepted by nginx (stream id {r.json()['id']}); no WebRTC stream follows")
     say(at_ms + 5000, "watchdog deadline (5 s after activation)")
 
@@ -52,14 +52,14 @@ def main():
             if c.get("answered_at_ms") and statuses.get(c["sid"]) != "answered":
                 statuses[c["sid"]] = "answered"
                 say(c["answered_at_ms"], f"{c['sid']} answered ({mask(c['to'])})")
-        while not got_panel:
+        while True:
             try:
                 at, msg = panel.next(0.05, match=lambda m: m.get("session_id") == session)
             except AssertionError:
                 break
             say(at, f"panel update received: state={msg.get('state')} mode={msg.get('mode')} "
                     f"seq={msg.get('seq')}")
-            got_panel = msg.get("state") == "phone_fallback_active"
+            got_panel = got_panel or msg.get("state") == "phone_fallback_active"
         row = stack.session_row(session)
         if row and row.get("provider_call_ref") and not got_record:
             got_record = True
@@ -68,10 +68,13 @@ def main():
                           f"webrtc_failed_at={row['webrtc_failed_at']:%H:%M:%S.%f} "
                           f"call_initiated_at={row['call_initiated_at']:%H:%M:%S.%f}")
         if got_panel and got_record and len(statuses) >= 2:
-            break
+            # Both legs are up: give the last panel update a moment, then stop.
+            end = min(end, time.monotonic() + 1.0)
         time.sleep(0.05)
     panel.close()
     stack.close()
+    for at, text in sorted(timeline, key=lambda e: e[0]):
+        print(f"  +{(at - at_ms) / 1000:6.3f} s  {text}")
     print("Demo done." if got_panel and got_record else "Demo incomplete: see .run/log/")
 
 

@@ -96,6 +96,8 @@ run_dir_defaults() {
     PG_PORT="${HAMRAHI_PG_PORT:-5433}"
     SANDBOX_PORT="${HAMRAHI_SANDBOX_PORT:-8090}"
     NGINX_WORKERS="${HAMRAHI_NGINX_WORKERS:-2}"
+    # worker's metrics listen on this port, worker-2's on the next one
+    METRICS_PORT="${HAMRAHI_WORKER_METRICS_PORT:-9101}"
     mkdir -p "$RUN"
     RUN="$(cd "$RUN" && pwd)"
     mkdir -p "$RUN/pids" "$RUN/log" "$RUN/secrets" "$RUN/nginx/conf" "$RUN/nginx/tmp"
@@ -111,6 +113,7 @@ load_run_env() {
         HTTP_PORT="$HAMRAHI_HTTP_PORT"; REDIS_PORT="$HAMRAHI_REDIS_PORT"
         PG_PORT="$HAMRAHI_PG_PORT"; SANDBOX_PORT="$HAMRAHI_SANDBOX_PORT"
         PG_DSN="$HAMRAHI_PG_DSN"
+        METRICS_PORT="$HAMRAHI_WORKER_METRICS_PORT"
     fi
 }
 
@@ -142,6 +145,9 @@ export HAMRAHI_PANEL_SECRET_FILE='$RUN/secrets/panel_secret'
 export HAMRAHI_TELEPHONY_TOKEN_FILE='$RUN/secrets/telephony_token'
 export HAMRAHI_TELEPHONY_ACCOUNT_SID='$(cat "$RUN/secrets/account_sid")'
 export HAMRAHI_FROM_NUMBER='$FROM_NUMBER'
+export HAMRAHI_WORKER_METRICS_PORT=$METRICS_PORT
+export HAMRAHI_WORKER_METRICS_URL='http://127.0.0.1:$METRICS_PORT/metrics'
+export HAMRAHI_WORKER2_METRICS_URL='http://127.0.0.1:$((METRICS_PORT + 1))/metrics'
 EOF
 }
 
@@ -252,10 +258,11 @@ render_worker_conf() {
 
 # start_worker NAME: the first worker is `worker`, a standby is `worker-2`.
 start_worker() {
-    local name="$1"
+    local name="$1" metrics_port="$METRICS_PORT"
     alive "$name" && return 0
     render_worker_conf
-    HAMRAHI_CONSUMER_NAME="$name" nohup ${HAMRAHI_WORKER_WRAPPER:-} "$WORKER_BIN" \
+    [ "$name" = worker ] || metrics_port=$((METRICS_PORT + 1))
+    HAMRAHI_CONSUMER_NAME="$name" HAMRAHI_METRICS_LISTEN="127.0.0.1:$metrics_port" nohup ${HAMRAHI_WORKER_WRAPPER:-} "$WORKER_BIN" \
         -c "$RUN/worker.conf" >> "$RUN/log/$name.log" 2>&1 < /dev/null &
     echo $! > "$RUN/pids/$name.pid"
     # Ready once it has joined the consumer group (its first XREADGROUP).
@@ -365,6 +372,7 @@ cmd_test() {
     export HAMRAHI_REDIS_PORT="$(free_port_from 26380)"
     export HAMRAHI_PG_PORT="$(free_port_from 25433)"
     export HAMRAHI_SANDBOX_PORT="$(free_port_from 28090)"
+    export HAMRAHI_WORKER_METRICS_PORT="$(free_port_from 29101)"
     trap 'rc=$?; test_cleanup; exit $rc' EXIT
     trap 'exit 130' INT TERM
     "$PY" "$ROOT/tests/run_tests.py" --root "$ROOT" --tmp "$TEST_TMP" "$@"

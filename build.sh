@@ -46,13 +46,42 @@ cmd_deps() {
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
             || missing+=("$p")
     done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing: ${missing[*]}"
+    # Node runs the second, independent WebSocket client of the tests (ws from
+    # npm); any Node >= 18 will do, Debian's own when none is installed.
+    command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+    if [ ${#missing[@]} -gt 0 ]; then
+        install_packages "${missing[@]}"
+    fi
+    node_deps
+}
+
+install_packages() {
+    log "installing: $*"
     as_root apt-get update -qq
-    # Debian's nginx/redis/postgresql packages try to start their services;
-    # this project starts its own on loopback, so keep the system ones down.
-    as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian's nginx/redis/postgresql packages start their services on
+    # install; this project runs its own on loopback, so a temporary
+    # policy-rc.d (the Debian way) keeps the system ones from starting.
+    local policy=/usr/sbin/policy-rc.d own_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        own_policy=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" >/dev/null || {
+        [ $own_policy = 1 ] && as_root rm -f "$policy"
+        die "apt-get install failed"
+    }
+    [ $own_policy = 1 ] && as_root rm -f "$policy"
+    return 0
+}
+
+node_deps() {
+    local dir="$ROOT/tests/e2e/node"
+    [ -d "$dir/node_modules/ws" ] && return 0
+    log "installing the Node test client's packages (npm ci)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+        || log "warning: npm ci failed in $dir; the Node client test will fail"
 }
 
 # ---------------------------------------------------------------- build
@@ -169,7 +198,8 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # PostgreSQL refuses to run as root: run it as the postgres user then.
 pg_user_run() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    # (from /, which the postgres user can always enter)
+    if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 pg_dirs() {

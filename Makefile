@@ -45,3 +45,4 @@ clean:
 	rm -rf build build-asan
 
 .PHONY: all check asan clean
+-include tests/fuzz/fuzz.mk

@@ -219,10 +219,17 @@ start_redis() {
     alive redis && return 0
     port_free "$REDIS_PORT" || die "port $REDIS_PORT (redis) is in use"
     mkdir -p "$RUN/redis"
+    # appendfsync always: a hook answered 202 survives even a machine crash
+    # (Redis groups the fsyncs of one event-loop turn).
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --save '' \
-        --appendonly yes --appendfsync everysec --dir "$RUN/redis" \
+        --appendonly yes --appendfsync always --dir "$RUN/redis" \
         --pidfile "$RUN/pids/redis.pid" --logfile "$RUN/log/redis.log"
-    wait_for redis 10 redis-cli -p "$REDIS_PORT" ping
+    wait_for redis 30 redis_ready
+}
+
+# `redis-cli ping` exits 0 even while Redis answers LOADING: wait for PONG.
+redis_ready() {
+    [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
 }
 
 start_postgres() {
@@ -259,7 +266,12 @@ start_sandbox() {
 }
 
 render_nginx_conf() {
+    local test_include=""
+    if [ "${HAMRAHI_TEST_LOCATIONS:-0}" = 1 ]; then
+        test_include="include $ROOT/conf/nginx-test-locations.conf;"
+    fi
     sed -e "s|@MODULE@|$MODULE_SO|g" -e "s|@RUN@|$RUN|g" \
+        -e "s|@TEST_INCLUDE@|$test_include|g" \
         -e "s|@HTTP_PORT@|$HTTP_PORT|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
         -e "s|@NGINX_WORKERS@|$NGINX_WORKERS|g" \
         "$ROOT/conf/nginx.conf.in" > "$RUN/nginx/conf/nginx.conf"
@@ -403,6 +415,7 @@ cmd_test() {
     export HAMRAHI_PG_PORT="$(free_port_from 25433)"
     export HAMRAHI_SANDBOX_PORT="$(free_port_from 28090)"
     export HAMRAHI_WORKER_METRICS_PORT="$(free_port_from 29101)"
+    export HAMRAHI_TEST_LOCATIONS=1
     trap 'rc=$?; test_cleanup; exit $rc' EXIT
     trap 'exit 130' INT TERM
     "$PY" "$ROOT/tests/run_tests.py" --root "$ROOT" --tmp "$TEST_TMP" "$@"

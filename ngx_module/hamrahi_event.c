@@ -493,6 +493,15 @@ hamrahi_event_form_object(const hamrahi_kv_t *form, size_t nform,
     json_t  *value;
 
     for (i = 0; i < nform; i++) {
+        /* the worker reads the payload without JSON_ALLOW_NUL */
+        if (memchr(form[i].name, '\0', form[i].name_len) != NULL
+            || memchr(form[i].value, '\0', form[i].value_len) != NULL)
+        {
+            return hamrahi_event_fail(ev, "invalid_field",
+                                      "form parameter %zu contains a NUL "
+                                      "byte", i + 1);
+        }
+
         value = json_stringn(form[i].value, form[i].value_len);
 
         if (value == NULL

@@ -13,12 +13,17 @@
 
 
 #define NGX_HTTP_HAMRAHI_FANOUT_BACKOFF_MIN   100     /* ms */
-#define NGX_HTTP_HAMRAHI_FANOUT_BACKOFF_MAX   5000
+#define NGX_HTTP_HAMRAHI_FANOUT_BACKOFF_MAX   1000    /* as the commands' */
 #define NGX_HTTP_HAMRAHI_FANOUT_CONNECT_TIME  3000    /* hiredis has none */
 #define NGX_HTTP_HAMRAHI_FANOUT_PAGE          "100"   /* log entries a read */
 #define NGX_HTTP_HAMRAHI_FANOUT_PAGE_N        100
+#define NGX_HTTP_HAMRAHI_FANOUT_SEQ           "hamrahi:panel:seq"
 #define NGX_HTTP_HAMRAHI_FANOUT_HELD_MAX      10000
-#define NGX_HTTP_HAMRAHI_FANOUT_CATCH_UP_TRIES  5
+/*
+ * Long enough for the command connection's longest backoff, several times,
+ * and for a restarted Redis that answers LOADING while it reads its data.
+ */
+#define NGX_HTTP_HAMRAHI_FANOUT_CATCH_UP_TRIES  25
 #define NGX_HTTP_HAMRAHI_FANOUT_CATCH_UP_DELAY  200  /* ms */
 
 
@@ -61,6 +66,7 @@ typedef struct {
     ngx_uint_t          catching_up;
     ngx_uint_t          catch_up_tries;
     ngx_uint_t          catch_up_epoch_checked;
+    ngx_uint_t          catch_up_resynced;  /* panels told in this one */
     ngx_event_t         catch_up_timer;
     uint64_t            catch_up_cursor;
     ngx_http_hamrahi_redis_cmd_t  *catch_up_cmd;
@@ -87,7 +93,8 @@ static ngx_int_t ngx_http_hamrahi_fanout_parse(const u_char *text,
     size_t len, ngx_http_hamrahi_update_t *u, ngx_log_t *log);
 static ngx_uint_t ngx_http_hamrahi_fanout_wants(ngx_http_hamrahi_panel_t *p,
     ngx_http_hamrahi_update_t *u);
-static void ngx_http_hamrahi_fanout_deliver(const u_char *text, size_t len);
+static void ngx_http_hamrahi_fanout_deliver(const u_char *text, size_t len,
+    ngx_uint_t live);
 static void ngx_http_hamrahi_fanout_live(const u_char *text, size_t len);
 static void ngx_http_hamrahi_fanout_resync_all(void);
 static ngx_http_hamrahi_redis_cmd_t *ngx_http_hamrahi_fanout_read_log(
@@ -95,9 +102,13 @@ static ngx_http_hamrahi_redis_cmd_t *ngx_http_hamrahi_fanout_read_log(
 static uint64_t ngx_http_hamrahi_fanout_entry(redisReply *e,
     ngx_str_t *text);
 static void ngx_http_hamrahi_fanout_catch_up(void);
+static void ngx_http_hamrahi_fanout_catch_up_later(const char *why);
 static void ngx_http_hamrahi_fanout_catch_up_handler(ngx_event_t *ev);
 static ngx_http_hamrahi_redis_cmd_t *ngx_http_hamrahi_fanout_get_epoch(
     ngx_http_hamrahi_redis_handler_pt handler, void *data);
+static ngx_http_hamrahi_redis_cmd_t *ngx_http_hamrahi_fanout_get_epoch_seq(
+    ngx_http_hamrahi_redis_handler_pt handler, void *data);
+static ngx_uint_t ngx_http_hamrahi_fanout_log_went_back(redisReply *reply);
 static void ngx_http_hamrahi_fanout_on_catch_up_epoch(redisReply *reply,
     void *data);
 static void ngx_http_hamrahi_fanout_on_catch_up(redisReply *reply,
@@ -449,9 +460,13 @@ ngx_http_hamrahi_fanout_wants(ngx_http_hamrahi_panel_t *p,
 }
 
 
-/* A live update, or one of the worker's catch-up after a resubscribe. */
+/*
+ * An update straight from the subscription (live), or one read back from
+ * the log or held while the worker caught up after a resubscribe.
+ */
 static void
-ngx_http_hamrahi_fanout_deliver(const u_char *text, size_t len)
+ngx_http_hamrahi_fanout_deliver(const u_char *text, size_t len,
+    ngx_uint_t live)
 {
     ngx_queue_t                 *q;
     ngx_http_hamrahi_frame_t    *f;
@@ -465,6 +480,20 @@ ngx_http_hamrahi_fanout_deliver(const u_char *text, size_t len)
 
     if (u.epoch && u.epoch != fo->epoch) {
         fo->epoch = u.epoch;
+        fo->last_seq = 0;
+
+    } else if (live && u.seq && u.seq <= fo->last_seq) {
+        /*
+         * Pub/sub hands updates over once and in seq order: an old seq in
+         * the same epoch means Redis lost its newest writes (a crash under
+         * appendfsync everysec) and seqs the panels saw are used again. They
+         * would drop the new updates as repeats: have them start over.
+         */
+        ngx_log_error(NGX_LOG_WARN, fo->log, 0,
+                      "hamrahi fanout: seq %uL after %uL in the same epoch: "
+                      "the panel log went back, panels are told to resync",
+                      u.seq, fo->last_seq);
+        ngx_http_hamrahi_fanout_resync_all();
         fo->last_seq = 0;
     }
 
@@ -505,7 +534,7 @@ ngx_http_hamrahi_fanout_live(const u_char *text, size_t len)
     ngx_http_hamrahi_fanout_t  *fo = &ngx_http_hamrahi_fanout;
 
     if (!fo->catching_up) {
-        ngx_http_hamrahi_fanout_deliver(text, len);
+        ngx_http_hamrahi_fanout_deliver(text, len, 1);
         return;
     }
 
@@ -652,6 +681,7 @@ ngx_http_hamrahi_fanout_catch_up(void)
         fo->catching_up = 1;
         fo->catch_up_tries = 0;
         fo->catch_up_epoch_checked = 0;
+        fo->catch_up_resynced = 0;
         fo->catch_up_cursor = fo->last_seq;
     }
 
@@ -660,7 +690,7 @@ ngx_http_hamrahi_fanout_catch_up(void)
                                fo->catch_up_cursor,
                                ngx_http_hamrahi_fanout_on_catch_up, fo);
     } else {
-        fo->catch_up_cmd = ngx_http_hamrahi_fanout_get_epoch(
+        fo->catch_up_cmd = ngx_http_hamrahi_fanout_get_epoch_seq(
                                ngx_http_hamrahi_fanout_on_catch_up_epoch, fo);
     }
 
@@ -668,17 +698,27 @@ ngx_http_hamrahi_fanout_catch_up(void)
         return;
     }
 
-    /*
-     * The command connection often comes back a moment after the
-     * subscription: wait a little for it, as briefly as live updates may.
-     */
+    /* the command connection often comes back a moment after this one */
+    ngx_http_hamrahi_fanout_catch_up_later("redis commands unavailable");
+}
+
+
+/*
+ * Try the catch-up again in a moment, as long as live updates may wait;
+ * then give up and tell the panels to resync.
+ */
+static void
+ngx_http_hamrahi_fanout_catch_up_later(const char *why)
+{
+    ngx_http_hamrahi_fanout_t  *fo = &ngx_http_hamrahi_fanout;
+
     if (++fo->catch_up_tries < NGX_HTTP_HAMRAHI_FANOUT_CATCH_UP_TRIES) {
         ngx_add_timer(&fo->catch_up_timer,
                       NGX_HTTP_HAMRAHI_FANOUT_CATCH_UP_DELAY);
         return;
     }
 
-    ngx_http_hamrahi_fanout_caught_up("redis commands unavailable");
+    ngx_http_hamrahi_fanout_caught_up(why);
 }
 
 
@@ -691,11 +731,15 @@ ngx_http_hamrahi_fanout_catch_up_handler(ngx_event_t *ev)
 }
 
 
-/* A reset log (Redis lost its data) is caught up from its first update. */
+/*
+ * A reset log (Redis lost its data), or one that went back in the same
+ * epoch (Redis lost its newest writes), is caught up from its first update:
+ * the seqs after the cursor may be new updates that reuse seqs already seen,
+ * and the live ones held meanwhile would pass the seq check unseen.
+ */
 static void
 ngx_http_hamrahi_fanout_on_catch_up_epoch(redisReply *reply, void *data)
 {
-    uint32_t                    epoch;
     ngx_http_hamrahi_fanout_t  *fo = data;
 
     fo->catch_up_cmd = NULL;
@@ -705,15 +749,15 @@ ngx_http_hamrahi_fanout_on_catch_up_epoch(redisReply *reply, void *data)
         return;
     }
 
-    epoch = reply->type == REDIS_REPLY_STRING
-            ? ngx_crc32_short((u_char *) reply->str, reply->len) : 0;
+    /* LOADING (a restarted Redis reads its data): not a reset log */
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_hamrahi_fanout_catch_up_later("redis answered an error");
+        return;
+    }
 
-    if (epoch != fo->epoch) {
-        ngx_log_error(NGX_LOG_WARN, fo->log, 0,
-                      "hamrahi fanout: the panel log was reset: panels are "
-                      "told to resync");
+    if (ngx_http_hamrahi_fanout_log_went_back(reply)) {
         ngx_http_hamrahi_fanout_resync_all();
-        fo->epoch = epoch;
+        fo->catch_up_resynced = 1;
         fo->last_seq = 0;
         fo->catch_up_cursor = 0;
     }
@@ -733,6 +777,11 @@ ngx_http_hamrahi_fanout_on_catch_up(redisReply *reply, void *data)
 
     fo->catch_up_cmd = NULL;
 
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_hamrahi_fanout_catch_up_later("redis answered an error");
+        return;
+    }
+
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         ngx_http_hamrahi_fanout_caught_up("the log could not be read");
         return;
@@ -744,17 +793,18 @@ ngx_http_hamrahi_fanout_on_catch_up(redisReply *reply, void *data)
             continue;
         }
 
-        if (seq != fo->catch_up_cursor + 1) {
+        if (seq != fo->catch_up_cursor + 1 && !fo->catch_up_resynced) {
             /* trimmed past what we saw: say so, then give what is left */
             ngx_log_error(NGX_LOG_WARN, fo->log, 0,
                           "hamrahi fanout: updates %uL to %uL are gone from "
                           "the log: panels are told to resync",
                           fo->catch_up_cursor + 1, seq - 1);
             ngx_http_hamrahi_fanout_resync_all();
+            fo->catch_up_resynced = 1;
         }
 
         fo->catch_up_cursor = seq;
-        ngx_http_hamrahi_fanout_deliver(text.data, text.len);
+        ngx_http_hamrahi_fanout_deliver(text.data, text.len, 0);
     }
 
     if (reply->elements == NGX_HTTP_HAMRAHI_FANOUT_PAGE_N) {
@@ -793,11 +843,74 @@ ngx_http_hamrahi_fanout_caught_up(const char *why)
         fo->held_count--;
 
         if (!fo->exiting) {
-            ngx_http_hamrahi_fanout_deliver(h->text, h->len);
+            ngx_http_hamrahi_fanout_deliver(h->text, h->len, 0);
         }
 
         ngx_free(h);
     }
+}
+
+
+/*
+ * The MGET of the epoch and the seq counter: did the log change under this
+ * worker? Also remembers the log's epoch.
+ */
+static ngx_uint_t
+ngx_http_hamrahi_fanout_log_went_back(redisReply *reply)
+{
+    uint32_t                    epoch;
+    uint64_t                    seq;
+    redisReply                 *e, *s;
+    ngx_http_hamrahi_fanout_t  *fo = &ngx_http_hamrahi_fanout;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+        return 0;
+    }
+
+    e = reply->element[0];
+    s = reply->element[1];
+
+    epoch = e->type == REDIS_REPLY_STRING
+            ? ngx_crc32_short((u_char *) e->str, e->len) : 0;
+    seq = s->type == REDIS_REPLY_STRING
+          ? (uint64_t) ngx_atoof((u_char *) s->str, s->len) : 0;
+
+    if (epoch != fo->epoch) {
+        ngx_log_error(NGX_LOG_WARN, fo->log, 0,
+                      "hamrahi fanout: the panel log was reset: panels are "
+                      "told to resync");
+        fo->epoch = epoch;
+        return 1;
+    }
+
+    if (seq < fo->last_seq) {
+        ngx_log_error(NGX_LOG_WARN, fo->log, 0,
+                      "hamrahi fanout: seq %uL after %uL in the same epoch: "
+                      "the panel log went back, panels are told to resync",
+                      seq, fo->last_seq);
+        return 1;
+    }
+
+    return 0;
+}
+
+
+/* MGET hamrahi:panel:epoch hamrahi:panel:seq */
+static ngx_http_hamrahi_redis_cmd_t *
+ngx_http_hamrahi_fanout_get_epoch_seq(
+    ngx_http_hamrahi_redis_handler_pt handler, void *data)
+{
+    const char  *argv[3];
+    size_t       lens[3];
+
+    argv[0] = "MGET";
+    argv[1] = NGX_HTTP_HAMRAHI_FANOUT_EPOCH;
+    argv[2] = NGX_HTTP_HAMRAHI_FANOUT_SEQ;
+    lens[0] = sizeof("MGET") - 1;
+    lens[1] = sizeof(NGX_HTTP_HAMRAHI_FANOUT_EPOCH) - 1;
+    lens[2] = sizeof(NGX_HTTP_HAMRAHI_FANOUT_SEQ) - 1;
+
+    return ngx_http_hamrahi_redis_command(handler, data, 3, argv, lens);
 }
 
 

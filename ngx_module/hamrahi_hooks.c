@@ -5,6 +5,9 @@
  * is never hung up because Redis is unavailable).
  */
 
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
 #include "hamrahi_hooks.h"
 #include "hamrahi_auth.h"
 #include "hamrahi_event.h"
@@ -17,6 +20,7 @@
 #define NGX_HTTP_HAMRAHI_DIAL_HOLD_MAX   10    /* ~4 s each: Say + Pause */
 #define NGX_HTTP_HAMRAHI_TWIML_MAX       65536
 #define NGX_HTTP_HAMRAHI_REPLAY_KEY      "hamrahi:replay:"
+#define NGX_HTTP_HAMRAHI_XADD_ARGS_MAX   16
 
 /*
  * Replay protection and the append in one round trip: a signature seen
@@ -33,18 +37,30 @@ static const char  ngx_http_hamrahi_xadd_once_lua[] =
     "redis.call('SET', KEYS[2], id, 'PX', ARGV[2]) "
     "return {1, id}";
 
+/*
+ * The script is sent by its SHA1 (EVALSHA): Redis then neither receives nor
+ * hashes its text per event. A Redis that does not know it yet (restarted,
+ * SCRIPT FLUSH) answers NOSCRIPT, and the command is sent again with EVAL,
+ * which caches it.
+ */
+static u_char  ngx_http_hamrahi_xadd_once_sha[2 * SHA_DIGEST_LENGTH + 1];
+
 
 typedef struct {
-    ngx_http_request_t            *request;
-    hamrahi_route_t                route;
-    ngx_str_t                      session;
-    ngx_http_hamrahi_redis_cmd_t  *cmd;
-    uint64_t                       sent_usec;
-    ngx_str_t                      replay_key;    /* signalling only */
-    ngx_msec_t                     replay_ttl;
-    ngx_str_t                      step;          /* dial only */
-    ngx_str_t                      dial_status;   /* dial only, may be empty */
-    ngx_uint_t                     attempt;       /* dial only, from 1 */
+    ngx_http_request_t                 *request;
+    hamrahi_route_t                     route;
+    ngx_str_t                           session;
+    ngx_http_hamrahi_redis_cmd_t       *cmd;
+    ngx_http_hamrahi_redis_handler_pt   handler;
+    int                                 argc;
+    const char                        **argv;   /* kept to resend as EVAL */
+    size_t                             *lens;
+    uint64_t                            sent_usec;
+    ngx_str_t                           replay_key;   /* signalling only */
+    ngx_msec_t                          replay_ttl;
+    ngx_str_t                           step;         /* dial only */
+    ngx_str_t                           dial_status;  /* dial, may be empty */
+    ngx_uint_t                          attempt;      /* dial only, from 1 */
 } ngx_http_hamrahi_hooks_ctx_t;
 
 
@@ -54,6 +70,8 @@ static ngx_int_t ngx_http_hamrahi_hooks_send(ngx_http_request_t *r,
 static ngx_int_t ngx_http_hamrahi_hooks_error(ngx_http_request_t *r,
     hamrahi_route_t route, ngx_uint_t status, const char *code,
     const char *detail);
+static ngx_int_t ngx_http_hamrahi_hooks_core_error(ngx_http_request_t *r,
+    hamrahi_route_t route);
 static ngx_int_t ngx_http_hamrahi_hooks_reject_early(ngx_http_request_t *r,
     hamrahi_route_t route, ngx_uint_t status, const char *code,
     const char *detail);
@@ -81,6 +99,13 @@ static ngx_int_t ngx_http_hamrahi_hooks_unavailable(ngx_http_request_t *r,
 static ngx_int_t ngx_http_hamrahi_hooks_xadd(ngx_http_request_t *r,
     ngx_http_hamrahi_hooks_ctx_t *ctx, hamrahi_event_t *ev,
     ngx_http_hamrahi_redis_handler_pt handler);
+static void ngx_http_hamrahi_hooks_arg(ngx_http_hamrahi_hooks_ctx_t *ctx,
+    const char *arg, size_t len);
+static const char *ngx_http_hamrahi_hooks_script_sha(void);
+static ngx_int_t ngx_http_hamrahi_hooks_send_xadd(
+    ngx_http_hamrahi_hooks_ctx_t *ctx);
+static ngx_uint_t ngx_http_hamrahi_hooks_noscript(
+    ngx_http_hamrahi_hooks_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_hamrahi_hooks_stored(
     ngx_http_hamrahi_hooks_ctx_t *ctx, redisReply *reply, ngx_str_t *id);
 static ngx_int_t ngx_http_hamrahi_hooks_replayed(ngx_http_request_t *r,
@@ -109,6 +134,11 @@ ngx_http_hamrahi_hooks_handler(ngx_http_request_t *r)
 
     route = hamrahi_route_match((const char *) r->uri.data, r->uri.len,
                                 &session, &session_len);
+
+    if (r->internal && r->err_status != 0) {
+        return ngx_http_hamrahi_hooks_core_error(r, route);
+    }
+
     if (route == HAMRAHI_ROUTE_NONE) {
         return ngx_http_hamrahi_hooks_reject_early(r, route,
                    NGX_HTTP_NOT_FOUND, "not_found",
@@ -386,25 +416,36 @@ ngx_http_hamrahi_hooks_signalling(ngx_http_request_t *r,
 }
 
 
-/* remember the signature for as long as it would be accepted */
+/*
+ * Remember the signature for as long as it would be accepted. The signature
+ * covers only t and the body, and two sessions may well be sent the same
+ * body in the same second ({"state":"active"}): the key names the session
+ * and the route too, so only a repeat of the same request is a replay.
+ */
 static ngx_int_t
 ngx_http_hamrahi_hooks_replay_key(ngx_http_request_t *r,
     ngx_http_hamrahi_hooks_ctx_t *ctx, u_char *mac, int64_t t)
 {
-    int64_t  ttl_s;
-    size_t   prefix;
+    u_char      *p;
+    int64_t      ttl_s;
+    const char  *route;
 
-    prefix = sizeof(NGX_HTTP_HAMRAHI_REPLAY_KEY) - 1;
+    route = hamrahi_route_name(ctx->route);
 
-    ctx->replay_key.len = prefix + 2 * HAMRAHI_AUTH_SHA256_LEN;
-    ctx->replay_key.data = ngx_pnalloc(r->pool, ctx->replay_key.len + 1);
+    ctx->replay_key.data = ngx_pnalloc(r->pool,
+                                       sizeof(NGX_HTTP_HAMRAHI_REPLAY_KEY)
+                                       + ctx->session.len + 1
+                                       + ngx_strlen(route) + 1
+                                       + 2 * HAMRAHI_AUTH_SHA256_LEN + 1);
     if (ctx->replay_key.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(ctx->replay_key.data, NGX_HTTP_HAMRAHI_REPLAY_KEY, prefix);
-    hamrahi_auth_hex(mac, HAMRAHI_AUTH_SHA256_LEN,
-                     (char *) ctx->replay_key.data + prefix);
+    p = ngx_sprintf(ctx->replay_key.data, NGX_HTTP_HAMRAHI_REPLAY_KEY "%V:%s:",
+                    &ctx->session, route);
+    hamrahi_auth_hex(mac, HAMRAHI_AUTH_SHA256_LEN, (char *) p);
+    ctx->replay_key.len = p + 2 * HAMRAHI_AUTH_SHA256_LEN
+                          - ctx->replay_key.data;
 
     ttl_s = t + HAMRAHI_AUTH_TOLERANCE_S - (int64_t) ngx_time() + 1;
     ctx->replay_ttl = (ngx_msec_t) ngx_max(ttl_s, 1) * 1000;
@@ -482,7 +523,7 @@ ngx_http_hamrahi_hooks_telephony(ngx_http_request_t *r,
                                      ngx_http_hamrahi_hooks_dial_xadd_done);
     hamrahi_event_free(&ev);
 
-    if (rc == NGX_DECLINED) {
+    if (rc == NGX_DECLINED || rc == NGX_ERROR) {
         return ngx_http_hamrahi_hooks_dial_hold(r, ctx, "redis unavailable");
     }
 
@@ -578,80 +619,141 @@ ngx_http_hamrahi_hooks_twilio_auth(ngx_http_request_t *r, hamrahi_kv_t *form,
 }
 
 
+static void
+ngx_http_hamrahi_hooks_arg(ngx_http_hamrahi_hooks_ctx_t *ctx, const char *arg,
+    size_t len)
+{
+    ctx->argv[ctx->argc] = arg;
+    ctx->lens[ctx->argc++] = len;
+}
+
+
+/*
+ * Build the append in the request's pool (it may have to be sent twice, see
+ * ngx_http_hamrahi_xadd_once_sha) and send it: NGX_DONE, or NGX_DECLINED
+ * when Redis is not connected, or NGX_ERROR.
+ */
 static ngx_int_t
 ngx_http_hamrahi_hooks_xadd(ngx_http_request_t *r,
     ngx_http_hamrahi_hooks_ctx_t *ctx, hamrahi_event_t *ev,
     ngx_http_hamrahi_redis_handler_pt handler)
 {
-    int                            argc;
-    u_char                         at_ms[NGX_INT64_LEN];
-    u_char                         ttl[NGX_INT_T_LEN];
-    const char                    *argv[16];
-    size_t                         lens[16];
+    u_char                        *at_ms, *ttl, *payload;
+    size_t                         payload_len;
     ngx_http_hamrahi_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_hamrahi_module);
 
-    argc = 0;
+    payload_len = ngx_strlen(ev->payload);
 
-    if (ctx->replay_key.len) {
-        argv[argc] = "EVAL";
-        lens[argc++] = 4;
-        argv[argc] = ngx_http_hamrahi_xadd_once_lua;
-        lens[argc++] = sizeof(ngx_http_hamrahi_xadd_once_lua) - 1;
-        argv[argc] = "2";
-        lens[argc++] = 1;
-        argv[argc] = NGX_HTTP_HAMRAHI_EVENTS_KEY;
-        lens[argc++] = sizeof(NGX_HTTP_HAMRAHI_EVENTS_KEY) - 1;
-        argv[argc] = (const char *) ctx->replay_key.data;
-        lens[argc++] = ctx->replay_key.len;
-        argv[argc] = (const char *) hmcf->stream_maxlen_text.data;
-        lens[argc++] = hmcf->stream_maxlen_text.len;
-        argv[argc] = (const char *) ttl;
-        lens[argc++] = ngx_sprintf(ttl, "%M", ctx->replay_ttl) - ttl;
-
-    } else {
-        argv[argc] = "XADD";
-        lens[argc++] = 4;
-        argv[argc] = NGX_HTTP_HAMRAHI_EVENTS_KEY;
-        lens[argc++] = sizeof(NGX_HTTP_HAMRAHI_EVENTS_KEY) - 1;
-        argv[argc] = "MAXLEN";
-        lens[argc++] = 6;
-        argv[argc] = "~";
-        lens[argc++] = 1;
-        argv[argc] = (const char *) hmcf->stream_maxlen_text.data;
-        lens[argc++] = hmcf->stream_maxlen_text.len;
-        argv[argc] = "*";
-        lens[argc++] = 1;
+    ctx->argv = ngx_palloc(r->pool, NGX_HTTP_HAMRAHI_XADD_ARGS_MAX
+                                    * (sizeof(char *) + sizeof(size_t)));
+    at_ms = ngx_pnalloc(r->pool, NGX_INT64_LEN + NGX_INT_T_LEN + payload_len);
+    if (ctx->argv == NULL || at_ms == NULL) {
+        return NGX_ERROR;
     }
 
-    argv[argc] = "type";
-    lens[argc++] = 4;
-    argv[argc] = ev->type;
-    lens[argc++] = ngx_strlen(ev->type);
-    argv[argc] = "session_id";
-    lens[argc++] = 10;
-    argv[argc] = (const char *) ctx->session.data;
-    lens[argc++] = ctx->session.len;
+    ctx->lens = (size_t *) (ctx->argv + NGX_HTTP_HAMRAHI_XADD_ARGS_MAX);
+    ttl = at_ms + NGX_INT64_LEN;
+    payload = ttl + NGX_INT_T_LEN;
+    ngx_memcpy(payload, ev->payload, payload_len);
+
+    ctx->argc = 0;
+    ctx->handler = handler;
+
+    if (ctx->replay_key.len) {
+        ngx_http_hamrahi_hooks_arg(ctx, "EVALSHA", 7);
+        ngx_http_hamrahi_hooks_arg(ctx, ngx_http_hamrahi_hooks_script_sha(),
+                                   2 * SHA_DIGEST_LENGTH);
+        ngx_http_hamrahi_hooks_arg(ctx, "2", 1);
+        ngx_http_hamrahi_hooks_arg(ctx, NGX_HTTP_HAMRAHI_EVENTS_KEY,
+                                   sizeof(NGX_HTTP_HAMRAHI_EVENTS_KEY) - 1);
+        ngx_http_hamrahi_hooks_arg(ctx, (const char *) ctx->replay_key.data,
+                                   ctx->replay_key.len);
+        ngx_http_hamrahi_hooks_arg(ctx,
+            (const char *) hmcf->stream_maxlen_text.data,
+            hmcf->stream_maxlen_text.len);
+        ngx_http_hamrahi_hooks_arg(ctx, (const char *) ttl,
+            ngx_sprintf(ttl, "%M", ctx->replay_ttl) - ttl);
+
+    } else {
+        ngx_http_hamrahi_hooks_arg(ctx, "XADD", 4);
+        ngx_http_hamrahi_hooks_arg(ctx, NGX_HTTP_HAMRAHI_EVENTS_KEY,
+                                   sizeof(NGX_HTTP_HAMRAHI_EVENTS_KEY) - 1);
+        ngx_http_hamrahi_hooks_arg(ctx, "MAXLEN", 6);
+        ngx_http_hamrahi_hooks_arg(ctx, "~", 1);
+        ngx_http_hamrahi_hooks_arg(ctx,
+            (const char *) hmcf->stream_maxlen_text.data,
+            hmcf->stream_maxlen_text.len);
+        ngx_http_hamrahi_hooks_arg(ctx, "*", 1);
+    }
+
+    ngx_http_hamrahi_hooks_arg(ctx, "type", 4);
+    ngx_http_hamrahi_hooks_arg(ctx, ev->type, ngx_strlen(ev->type));
+    ngx_http_hamrahi_hooks_arg(ctx, "session_id", 10);
+    ngx_http_hamrahi_hooks_arg(ctx, (const char *) ctx->session.data,
+                               ctx->session.len);
 
     /* the watchdog's 5 s run from nginx's receive time (AC1) */
-    argv[argc] = "at_ms";
-    lens[argc++] = 5;
-    argv[argc] = (const char *) at_ms;
-    lens[argc++] = ngx_sprintf(at_ms, "%uL",
-                               (uint64_t) r->start_sec * 1000
-                               + r->start_msec)
-                   - at_ms;
+    ngx_http_hamrahi_hooks_arg(ctx, "at_ms", 5);
+    ngx_http_hamrahi_hooks_arg(ctx, (const char *) at_ms,
+        ngx_sprintf(at_ms, "%uL",
+                    (uint64_t) r->start_sec * 1000 + r->start_msec)
+        - at_ms);
 
-    argv[argc] = "payload";
-    lens[argc++] = 7;
-    argv[argc] = ev->payload;
-    lens[argc++] = ngx_strlen(ev->payload);
+    ngx_http_hamrahi_hooks_arg(ctx, "payload", 7);
+    ngx_http_hamrahi_hooks_arg(ctx, (const char *) payload, payload_len);
 
+    return ngx_http_hamrahi_hooks_send_xadd(ctx);
+}
+
+
+static const char *
+ngx_http_hamrahi_hooks_script_sha(void)
+{
+    u_char  digest[SHA_DIGEST_LENGTH];
+
+    if (ngx_http_hamrahi_xadd_once_sha[0] == '\0') {
+        EVP_Digest(ngx_http_hamrahi_xadd_once_lua,
+                   sizeof(ngx_http_hamrahi_xadd_once_lua) - 1, digest, NULL,
+                   EVP_sha1(), NULL);
+        hamrahi_auth_hex(digest, SHA_DIGEST_LENGTH,
+                         (char *) ngx_http_hamrahi_xadd_once_sha);
+    }
+
+    return (const char *) ngx_http_hamrahi_xadd_once_sha;
+}
+
+
+static ngx_int_t
+ngx_http_hamrahi_hooks_send_xadd(ngx_http_hamrahi_hooks_ctx_t *ctx)
+{
     ctx->sent_usec = ngx_http_hamrahi_metrics_now_usec();
-    ctx->cmd = ngx_http_hamrahi_redis_command(handler, ctx, argc, argv, lens);
+    ctx->cmd = ngx_http_hamrahi_redis_command(ctx->handler, ctx, ctx->argc,
+                                              ctx->argv, ctx->lens);
 
     return ctx->cmd != NULL ? NGX_DONE : NGX_DECLINED;
+}
+
+
+/* NOSCRIPT: the command has been sent again with the script's text */
+static ngx_uint_t
+ngx_http_hamrahi_hooks_noscript(ngx_http_hamrahi_hooks_ctx_t *ctx,
+    redisReply *reply)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR
+        || reply->len < 8 || ngx_strncmp(reply->str, "NOSCRIPT", 8) != 0
+        || ctx->lens[0] != sizeof("EVALSHA") - 1)
+    {
+        return 0;
+    }
+
+    ctx->argv[0] = "EVAL";
+    ctx->lens[0] = 4;
+    ctx->argv[1] = ngx_http_hamrahi_xadd_once_lua;
+    ctx->lens[1] = sizeof(ngx_http_hamrahi_xadd_once_lua) - 1;
+
+    return ngx_http_hamrahi_hooks_send_xadd(ctx) == NGX_DONE;
 }
 
 
@@ -660,6 +762,10 @@ static ngx_int_t
 ngx_http_hamrahi_hooks_unavailable(ngx_http_request_t *r,
     ngx_http_hamrahi_hooks_ctx_t *ctx, ngx_int_t rc)
 {
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     if (rc != NGX_DECLINED) {
         return rc;
     }
@@ -772,6 +878,10 @@ ngx_http_hamrahi_hooks_xadd_done(redisReply *reply, void *data)
     ngx_int_t                      rc;
 
     ctx->cmd = NULL;
+
+    if (ngx_http_hamrahi_hooks_noscript(ctx, reply)) {
+        return;
+    }
 
     rc = ngx_http_hamrahi_hooks_stored(ctx, reply, &id);
 
@@ -1044,4 +1154,32 @@ ngx_http_hamrahi_hooks_reject_early(ngx_http_request_t *r,
     }
 
     return ngx_http_hamrahi_hooks_error(r, route, status, code, detail);
+}
+
+
+/*
+ * nginx refused the body itself (the error_page set up in the module's merge
+ * brought the request back here): say so in our JSON.
+ */
+static ngx_int_t
+ngx_http_hamrahi_hooks_core_error(ngx_http_request_t *r,
+    hamrahi_route_t route)
+{
+    ngx_uint_t  status;
+
+    status = r->err_status;
+
+    if (status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        return ngx_http_hamrahi_hooks_reject_early(r, route, status,
+                   "body_too_large", "the body is larger than the hook limit");
+    }
+
+    if (status == NGX_HTTP_BAD_REQUEST) {
+        return ngx_http_hamrahi_hooks_reject_early(r, route, status,
+                   hamrahi_route_is_telephony(route) ? "invalid_form"
+                                                     : "invalid_json",
+                   "the body could not be read (broken chunked encoding)");
+    }
+
+    return status;
 }

@@ -23,6 +23,11 @@ static const char *const  ngx_http_hamrahi_metrics_reasons[] = {
     "body_too_large", "invalid_form", "replayed", "redis_unavailable"
 };
 
+/* close codes a panel connection ends with; anything else counts as "other" */
+static const ngx_uint_t  ngx_http_hamrahi_metrics_close_codes[] = {
+    1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 1013
+};
+
 /* upper bounds in microseconds; the text shows them in seconds */
 static const uint64_t  ngx_http_hamrahi_metrics_buckets[] = {
     250, 500, 1000, 2000, 5000, 10000, 25000, 50000, 100000, 250000,
@@ -36,6 +41,8 @@ static const uint64_t  ngx_http_hamrahi_metrics_buckets[] = {
     NGX_HTTP_HAMRAHI_N(ngx_http_hamrahi_metrics_reasons)
 #define NGX_HTTP_HAMRAHI_BUCKETS \
     NGX_HTTP_HAMRAHI_N(ngx_http_hamrahi_metrics_buckets)
+#define NGX_HTTP_HAMRAHI_CLOSE_CODES \
+    NGX_HTTP_HAMRAHI_N(ngx_http_hamrahi_metrics_close_codes)
 
 
 typedef struct {
@@ -46,12 +53,21 @@ typedef struct {
     ngx_atomic_t  xadd_buckets[NGX_HTTP_HAMRAHI_BUCKETS];
     ngx_atomic_t  xadd_count;
     ngx_atomic_t  xadd_sum_usec;
+    ngx_atomic_t  panels_connected;
+    ngx_atomic_t  panels_opened;
+    /* the last slot counts the codes missing from the table */
+    ngx_atomic_t  panel_closes[NGX_HTTP_HAMRAHI_CLOSE_CODES + 1];
+    ngx_atomic_t  panel_delivered;
+    ngx_atomic_t  panel_resyncs;
+    ngx_atomic_t  panel_slow_cuts;
 } ngx_http_hamrahi_metrics_t;
 
 
 static ngx_int_t ngx_http_hamrahi_metrics_init_zone(ngx_shm_zone_t *zone,
     void *data);
 static u_char *ngx_http_hamrahi_metrics_print(u_char *p, u_char *end,
+    ngx_http_hamrahi_metrics_t *m);
+static u_char *ngx_http_hamrahi_metrics_print_panels(u_char *p, u_char *end,
     ngx_http_hamrahi_metrics_t *m);
 
 
@@ -196,6 +212,66 @@ ngx_http_hamrahi_metrics_xadd_latency(uint64_t usec)
 }
 
 
+void
+ngx_http_hamrahi_metrics_panel_open(void)
+{
+    if (ngx_http_hamrahi_metrics != NULL) {
+        ngx_atomic_fetch_add(&ngx_http_hamrahi_metrics->panels_connected, 1);
+        ngx_atomic_fetch_add(&ngx_http_hamrahi_metrics->panels_opened, 1);
+    }
+}
+
+
+void
+ngx_http_hamrahi_metrics_panel_close(ngx_uint_t code)
+{
+    ngx_uint_t                   i;
+    ngx_http_hamrahi_metrics_t  *m = ngx_http_hamrahi_metrics;
+
+    if (m == NULL) {
+        return;
+    }
+
+    ngx_atomic_fetch_add(&m->panels_connected, (ngx_atomic_int_t) -1);
+
+    for (i = 0; i < NGX_HTTP_HAMRAHI_CLOSE_CODES; i++) {
+        if (ngx_http_hamrahi_metrics_close_codes[i] == code) {
+            break;
+        }
+    }
+
+    ngx_atomic_fetch_add(&m->panel_closes[i], 1);
+}
+
+
+void
+ngx_http_hamrahi_metrics_panel_delivered(ngx_uint_t n)
+{
+    if (ngx_http_hamrahi_metrics != NULL) {
+        ngx_atomic_fetch_add(&ngx_http_hamrahi_metrics->panel_delivered,
+                             (ngx_atomic_int_t) n);
+    }
+}
+
+
+void
+ngx_http_hamrahi_metrics_panel_resync(void)
+{
+    if (ngx_http_hamrahi_metrics != NULL) {
+        ngx_atomic_fetch_add(&ngx_http_hamrahi_metrics->panel_resyncs, 1);
+    }
+}
+
+
+void
+ngx_http_hamrahi_metrics_panel_slow_cut(void)
+{
+    if (ngx_http_hamrahi_metrics != NULL) {
+        ngx_atomic_fetch_add(&ngx_http_hamrahi_metrics->panel_slow_cuts, 1);
+    }
+}
+
+
 uint64_t
 ngx_http_hamrahi_metrics_now_usec(void)
 {
@@ -282,12 +358,54 @@ ngx_http_hamrahi_metrics_print(u_char *p, u_char *end,
 
     n = m->xadd_sum_usec;
 
+    p = ngx_slprintf(p, end,
+                     "hamrahi_xadd_latency_seconds_bucket{le=\"+Inf\"} %uA\n"
+                     "hamrahi_xadd_latency_seconds_sum %uA.%06uA\n"
+                     "hamrahi_xadd_latency_seconds_count %uA\n",
+                     m->xadd_count, n / 1000000, n % 1000000, m->xadd_count);
+
+    return ngx_http_hamrahi_metrics_print_panels(p, end, m);
+}
+
+
+static u_char *
+ngx_http_hamrahi_metrics_print_panels(u_char *p, u_char *end,
+    ngx_http_hamrahi_metrics_t *m)
+{
+    ngx_uint_t  i;
+
+    p = ngx_slprintf(p, end,
+            "# HELP hamrahi_panel_connections Panel WebSockets open now.\n"
+            "# TYPE hamrahi_panel_connections gauge\n"
+            "hamrahi_panel_connections %A\n"
+            "# HELP hamrahi_panel_opened_total Panel WebSockets opened.\n"
+            "# TYPE hamrahi_panel_opened_total counter\n"
+            "hamrahi_panel_opened_total %uA\n"
+            "# HELP hamrahi_panel_closes_total Panel WebSockets closed, by "
+            "close code.\n# TYPE hamrahi_panel_closes_total counter\n",
+            (ngx_atomic_int_t) m->panels_connected, m->panels_opened);
+
+    for (i = 0; i < NGX_HTTP_HAMRAHI_CLOSE_CODES; i++) {
+        p = ngx_slprintf(p, end,
+                         "hamrahi_panel_closes_total{code=\"%ui\"} %uA\n",
+                         ngx_http_hamrahi_metrics_close_codes[i],
+                         m->panel_closes[i]);
+    }
+
     return ngx_slprintf(p, end,
-                        "hamrahi_xadd_latency_seconds_bucket{le=\"+Inf\"} %uA\n"
-                        "hamrahi_xadd_latency_seconds_sum %uA.%06uA\n"
-                        "hamrahi_xadd_latency_seconds_count %uA\n",
-                        m->xadd_count, n / 1000000, n % 1000000,
-                        m->xadd_count);
+            "hamrahi_panel_closes_total{code=\"other\"} %uA\n"
+            "# HELP hamrahi_panel_frames_delivered_total Update frames sent "
+            "to panels.\n# TYPE hamrahi_panel_frames_delivered_total counter\n"
+            "hamrahi_panel_frames_delivered_total %uA\n"
+            "# HELP hamrahi_panel_resync_required_total resync_required "
+            "frames sent.\n# TYPE hamrahi_panel_resync_required_total counter\n"
+            "hamrahi_panel_resync_required_total %uA\n"
+            "# HELP hamrahi_panel_slow_consumer_cuts_total Panels closed with "
+            "1008 for not reading.\n"
+            "# TYPE hamrahi_panel_slow_consumer_cuts_total counter\n"
+            "hamrahi_panel_slow_consumer_cuts_total %uA\n",
+            m->panel_closes[NGX_HTTP_HAMRAHI_CLOSE_CODES], m->panel_delivered,
+            m->panel_resyncs, m->panel_slow_cuts);
 }
 
 

@@ -23,6 +23,17 @@ void ngx_http_hamrahi_metrics_redis_reconnect(void);
 void ngx_http_hamrahi_metrics_redis_state(ngx_uint_t up);
 void ngx_http_hamrahi_metrics_xadd_latency(uint64_t usec);
 
+/*
+ * Panel WebSocket counters (called by the panel module). Like the others they
+ * are no-ops when no shared zone exists (no hamrahi_hooks/hamrahi_status).
+ */
+void ngx_http_hamrahi_metrics_panel_open(void);
+/* code: the close code sent or received (1000, 1001, 1008, ...) */
+void ngx_http_hamrahi_metrics_panel_close(ngx_uint_t code);
+void ngx_http_hamrahi_metrics_panel_delivered(ngx_uint_t n);
+void ngx_http_hamrahi_metrics_panel_resync(void);
+void ngx_http_hamrahi_metrics_panel_slow_cut(void);
+
 /* a monotonic clock in microseconds, for latencies */
 uint64_t ngx_http_hamrahi_metrics_now_usec(void);
 

@@ -1,8 +1,13 @@
 /*
  * One panel WebSocket connection: the token and the handshake are checked
  * before the 101; after it the module owns the connection (own read and
- * write handlers, the request counted so nginx keeps it) until the close
- * handshake ends, the peer goes away, or nginx quits (close 1001).
+ * write handlers) until the close handshake ends, the peer goes away, or
+ * nginx quits (close 1001).
+ *
+ * Thousands of panels sit idle for hours, so the first event after the 101
+ * detaches the panel from its HTTP request: the access log line is written,
+ * the request pool and the header buffers are freed, and what is left is
+ * the connection, its small pool and the panel itself (about 2 KiB).
  *
  * Nothing here closes a panel synchronously from outside its own events:
  * ngx_http_hamrahi_panel_send() and ..._close() queue and post the write
@@ -11,6 +16,7 @@
 
 #include "hamrahi_panel.h"
 #include "hamrahi_fanout.h"
+#include "hamrahi_metrics.h"
 
 
 #define NGX_HTTP_HAMRAHI_PANEL_READS_PER_EVENT  16
@@ -36,6 +42,12 @@ static ngx_table_elt_t *ngx_http_hamrahi_panel_header(ngx_http_request_t *r,
 static ngx_int_t ngx_http_hamrahi_panel_start(ngx_http_request_t *r,
     ngx_http_hamrahi_panel_loc_conf_t *plcf, hamrahi_jwt_claims_t *claims,
     const char *accept, uint64_t since, ngx_str_t *epoch);
+static void ngx_http_hamrahi_panel_upgraded(ngx_event_t *ev);
+static void ngx_http_hamrahi_panel_detach(ngx_connection_t *c);
+static void ngx_http_hamrahi_panel_free_buffers(ngx_connection_t *c,
+    ngx_http_connection_t *hc);
+static u_char *ngx_http_hamrahi_panel_log_error(ngx_log_t *log, u_char *buf,
+    size_t len);
 static void ngx_http_hamrahi_panel_read_event(ngx_event_t *rev);
 static void ngx_http_hamrahi_panel_write_event(ngx_event_t *wev);
 static ngx_int_t ngx_http_hamrahi_panel_timeout(ngx_http_hamrahi_panel_t *p);
@@ -489,13 +501,16 @@ ngx_http_hamrahi_panel_start(ngx_http_request_t *r,
 
     c = r->connection;
 
-    p = ngx_pcalloc(r->pool, sizeof(ngx_http_hamrahi_panel_t));
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    /* outlives the request: freed by ngx_http_hamrahi_panel_finish() */
+    p = ngx_calloc(sizeof(ngx_http_hamrahi_panel_t), c->log);
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p->request = r;
     p->connection = c;
+    p->send_timeout = clcf->send_timeout;
     p->claims = *claims;
     p->out_last = &p->out;
     p->held_last = &p->held;
@@ -510,6 +525,7 @@ ngx_http_hamrahi_panel_start(ngx_http_request_t *r,
 
     f = ngx_http_hamrahi_frame_alloc(last - head, c->log);
     if (f == NULL) {
+        ngx_free(p);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -525,12 +541,14 @@ ngx_http_hamrahi_panel_start(ngx_http_request_t *r,
 
     if (ngx_http_hamrahi_fanout_add(p) != NGX_OK) {
         ngx_http_hamrahi_frame_release(f);
+        ngx_free(p);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (ngx_http_hamrahi_panel_queue(p, f, 0) != NGX_OK) {
         ngx_http_hamrahi_fanout_remove(p);
         ngx_http_hamrahi_frame_release(f);
+        ngx_free(p);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -544,12 +562,12 @@ ngx_http_hamrahi_panel_start(ngx_http_request_t *r,
     r->main->count++;
 
     c->log->action = "serving a panel websocket";
-    c->read->handler = ngx_http_hamrahi_panel_read_event;
-    c->write->handler = ngx_http_hamrahi_panel_write_event;
+    /* the first event detaches the panel; the 101 queued above posts one */
+    c->read->handler = ngx_http_hamrahi_panel_upgraded;
+    c->write->handler = ngx_http_hamrahi_panel_upgraded;
     /* lets nginx's graceful shutdown call us with c->close set (1001) */
     c->idle = 1;
 
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
     if (clcf->tcp_nodelay) {
         /* updates are small and late ones are useless: no Nagle delay */
         (void) ngx_tcp_nodelay(c);
@@ -561,6 +579,8 @@ ngx_http_hamrahi_panel_start(ngx_http_request_t *r,
                   p->claims.role == HAMRAHI_ROLE_SUPERVISOR ? "supervisor"
                                                             : "operator",
                   p->claims.station);
+
+    ngx_http_hamrahi_metrics_panel_open();
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
@@ -589,18 +609,127 @@ ngx_http_hamrahi_panel_start(ngx_http_request_t *r,
 }
 
 
+/*
+ * The first event of an upgraded connection. The content handler could not
+ * let go of its request itself: nginx still uses it when the handler
+ * returns.
+ */
+static void
+ngx_http_hamrahi_panel_upgraded(ngx_event_t *ev)
+{
+    ngx_http_hamrahi_panel_detach(ev->data);
+
+    if (ev->write) {
+        ngx_http_hamrahi_panel_write_event(ev);
+
+    } else {
+        ngx_http_hamrahi_panel_read_event(ev);
+    }
+}
+
+
+/*
+ * From here on c->data is the panel. ngx_http_free_request() runs the log
+ * phase (the access log line shows the 101) and destroys the request pool;
+ * the connection stays, as it does for a keepalive request.
+ */
+static void
+ngx_http_hamrahi_panel_detach(ngx_connection_t *c)
+{
+    ngx_http_request_t        *r;
+    ngx_http_connection_t     *hc;
+    ngx_http_hamrahi_panel_t  *p;
+
+    r = c->data;
+    hc = r->http_connection;
+    p = ngx_http_get_module_ctx(r, ngx_http_hamrahi_panel_module);
+
+    ngx_http_free_request(r, 0);
+
+    c->data = p;
+    ngx_http_hamrahi_panel_free_buffers(c, hc);
+
+    c->log->action = "serving a panel websocket";
+    c->log->handler = ngx_http_hamrahi_panel_log_error;
+    c->log->data = p;
+    c->read->handler = ngx_http_hamrahi_panel_read_event;
+    c->write->handler = ngx_http_hamrahi_panel_write_event;
+}
+
+
+/*
+ * The request's header buffers: c->buffer and the large ones, all from the
+ * connection pool as large allocations. Their bytes were consumed by
+ * ngx_http_hamrahi_panel_start(); reads now go to a buffer per worker.
+ */
+static void
+ngx_http_hamrahi_panel_free_buffers(ngx_connection_t *c,
+    ngx_http_connection_t *hc)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, *lists[2];
+    ngx_uint_t    i;
+
+    b = c->buffer;
+
+    if (b != NULL && b->start != NULL
+        && ngx_pfree(c->pool, b->start) == NGX_OK)
+    {
+        b->start = NULL;
+        b->pos = NULL;
+        b->last = NULL;
+        b->end = NULL;
+    }
+
+    lists[0] = hc->busy;
+    lists[1] = hc->free;
+
+    for (i = 0; i < 2; i++) {
+        for (cl = lists[i]; cl; cl = cl->next) {
+            (void) ngx_pfree(c->pool, cl->buf->start);
+        }
+    }
+
+    hc->busy = NULL;
+    hc->free = NULL;
+    hc->nbusy = 0;
+}
+
+
+/* ", client: ..., panel: "sub" of station "st"" after every error line */
+static u_char *
+ngx_http_hamrahi_panel_log_error(ngx_log_t *log, u_char *buf, size_t len)
+{
+    u_char                    *p;
+    ngx_http_hamrahi_panel_t  *panel;
+
+    panel = log->data;
+    p = buf;
+
+    if (log->action) {
+        p = ngx_snprintf(p, len, " while %s", log->action);
+        len -= p - buf;
+        buf = p;
+    }
+
+    p = ngx_snprintf(p, len, ", client: %V, panel: \"%s\" of station \"%s\"",
+                     &panel->connection->addr_text, panel->claims.sub,
+                     panel->claims.station);
+
+    return p;
+}
+
+
 static void
 ngx_http_hamrahi_panel_read_event(ngx_event_t *rev)
 {
     ssize_t                    n;
     ngx_uint_t                 i, got;
     ngx_connection_t          *c;
-    ngx_http_request_t        *r;
     ngx_http_hamrahi_panel_t  *p;
 
     c = rev->data;
-    r = c->data;
-    p = ngx_http_get_module_ctx(r, ngx_http_hamrahi_panel_module);
+    p = c->data;
 
     if (c->error) {
         /* nginx gave up on us (worker_shutdown_timeout) */
@@ -621,6 +750,14 @@ ngx_http_hamrahi_panel_read_event(ngx_event_t *rev)
                       "hamrahi panel: nginx is shutting down, close 1001");
         ngx_http_hamrahi_panel_close(p, HAMRAHI_WS_CLOSE_GOING_AWAY,
                                      "server restarting", 1);
+
+        /*
+         * ngx_close_idle_connections() calls us outside the event loop: a
+         * posted write would wait for the next I/O or timer (the close
+         * wait), so send the close frame now. Its input comes as events.
+         */
+        ngx_http_hamrahi_panel_write_event(c->write);
+        return;
     }
 
     got = 0;
@@ -780,8 +917,41 @@ void
 ngx_http_hamrahi_panel_send(ngx_http_hamrahi_panel_t *p,
     ngx_http_hamrahi_frame_t *f)
 {
+    ssize_t                  n;
+    ngx_connection_t        *c;
+
     if (p->close_sent) {
         return;
+    }
+
+    c = p->connection;
+
+    /*
+     * The common case, written at once: no queue entry, no posted event,
+     * and the fan-out's latency is one send() per panel. An error goes on
+     * to the queue below, where the write event meets it again.
+     */
+    if (p->out == NULL && c->write->ready) {
+        n = c->send(c, f->data, f->len);
+
+        if (n == (ssize_t) f->len) {
+            if (f->data[0] == (0x80 | HAMRAHI_WS_OP_TEXT)) {
+                ngx_http_hamrahi_metrics_panel_delivered(1);
+            }
+            return;
+        }
+
+        if (n > 0) {
+            if (ngx_http_hamrahi_panel_queue(p, f, 1) != NGX_OK) {
+                ngx_http_hamrahi_panel_close(p, HAMRAHI_WS_CLOSE_INTERNAL,
+                                             NULL, 0);
+                return;
+            }
+
+            p->out->sent = n;
+            p->queued -= n;
+            return;
+        }
     }
 
     /*
@@ -798,6 +968,7 @@ ngx_http_hamrahi_panel_send(ngx_http_hamrahi_panel_t *p,
         ngx_log_error(NGX_LOG_WARN, p->connection->log, 0,
                       "hamrahi panel: slow consumer, %uz bytes unsent, "
                       "close 1008", p->queued);
+        ngx_http_hamrahi_metrics_panel_slow_cut();
         ngx_http_hamrahi_panel_close(p, HAMRAHI_WS_CLOSE_POLICY,
                                      "slow consumer", 0);
         return;
@@ -828,6 +999,7 @@ ngx_http_hamrahi_panel_update(ngx_http_hamrahi_panel_t *p,
         ngx_log_error(NGX_LOG_WARN, p->connection->log, 0,
                       "hamrahi panel: %uz bytes of updates wait for the "
                       "replay, close 1008", p->held_bytes);
+        ngx_http_hamrahi_metrics_panel_slow_cut();
         ngx_http_hamrahi_panel_close(p, HAMRAHI_WS_CLOSE_POLICY,
                                      "slow consumer", 0);
         return;
@@ -891,6 +1063,8 @@ ngx_http_hamrahi_panel_resync(ngx_http_hamrahi_panel_t *p)
 
     p->last_seq = 0;
     p->epoch = 0;
+
+    ngx_http_hamrahi_metrics_panel_resync();
 
     f = ngx_http_hamrahi_frame_create(HAMRAHI_WS_OP_TEXT, text,
                                       sizeof(text) - 1, p->connection->log);
@@ -967,6 +1141,7 @@ ngx_http_hamrahi_panel_close(ngx_http_hamrahi_panel_t *p, uint16_t code,
     }
 
     p->close_sent = 1;
+    p->close_code = code;
     p->wait_for_peer = wait_for_peer && !p->close_received;
 
     ngx_http_hamrahi_panel_drop_unsent(p);
@@ -1062,13 +1237,10 @@ ngx_http_hamrahi_panel_write_event(ngx_event_t *wev)
     size_t                     before;
     ngx_int_t                  rc;
     ngx_connection_t          *c;
-    ngx_http_request_t        *r;
     ngx_http_hamrahi_panel_t  *p;
-    ngx_http_core_loc_conf_t  *clcf;
 
     c = wev->data;
-    r = c->data;
-    p = ngx_http_get_module_ctx(r, ngx_http_hamrahi_panel_module);
+    p = c->data;
 
     if (wev->timedout) {
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
@@ -1094,8 +1266,7 @@ ngx_http_hamrahi_panel_write_event(ngx_event_t *wev)
     if (rc == NGX_AGAIN) {
         /* send_timeout runs from the last progress, as nginx's own */
         if (!wev->timer_set || p->queued < before) {
-            clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-            ngx_add_timer(wev, clcf->send_timeout);
+            ngx_add_timer(wev, p->send_timeout);
         }
 
         if (ngx_handle_write_event(wev, 0) != NGX_OK) {
@@ -1119,26 +1290,28 @@ static ngx_int_t
 ngx_http_hamrahi_panel_flush(ngx_http_hamrahi_panel_t *p)
 {
     ssize_t                  n;
+    ngx_int_t                rc;
+    ngx_uint_t               texts;
     ngx_connection_t        *c;
     ngx_http_hamrahi_out_t  *out;
 
     c = p->connection;
+    rc = NGX_OK;
+    texts = 0;
 
     while (p->out) {
         if (!c->write->ready) {
-            return NGX_AGAIN;
+            rc = NGX_AGAIN;
+            break;
         }
 
         out = p->out;
         n = c->send(c, out->frame->data + out->sent,
                     out->frame->len - out->sent);
 
-        if (n == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        if (n == NGX_AGAIN) {
-            return NGX_AGAIN;
+        if (n == NGX_ERROR || n == NGX_AGAIN) {
+            rc = n;
+            break;
         }
 
         out->sent += n;
@@ -1146,6 +1319,11 @@ ngx_http_hamrahi_panel_flush(ngx_http_hamrahi_panel_t *p)
 
         if (out->sent < out->frame->len) {
             continue;
+        }
+
+        /* the text frames are the updates (and resync_required) */
+        if (out->frame->data[0] == (0x80 | HAMRAHI_WS_OP_TEXT)) {
+            texts++;
         }
 
         p->out = out->next;
@@ -1157,42 +1335,38 @@ ngx_http_hamrahi_panel_flush(ngx_http_hamrahi_panel_t *p)
         ngx_free(out);
     }
 
-    return NGX_OK;
+    if (texts) {
+        ngx_http_hamrahi_metrics_panel_delivered(texts);
+    }
+
+    return rc;
 }
 
 
-/* The end of a panel: after this call neither p nor its request exist. */
+/* The end of a panel: after this call neither p nor its connection exist. */
 static void
 ngx_http_hamrahi_panel_finish(ngx_http_hamrahi_panel_t *p)
 {
-    ngx_connection_t    *c;
-    ngx_http_request_t  *r;
+    ngx_connection_t  *c;
 
     c = p->connection;
-    r = p->request;
 
     ngx_http_hamrahi_fanout_remove(p);
 
     ngx_http_hamrahi_panel_free_list(p->out);
     ngx_http_hamrahi_panel_free_list(p->held);
-    p->held = NULL;
-    p->held_last = &p->held;
-    p->out = NULL;
-    p->out_last = &p->out;
-    p->queued = 0;
 
+    /* 1006: the connection ended without a close frame either way */
+    ngx_http_hamrahi_metrics_panel_close(p->close_code ? p->close_code
+                                                       : 1006);
+
+    /* a TLS shutdown may outlive p and still log */
+    c->log->handler = NULL;
+    c->log->data = NULL;
     c->idle = 0;
+    ngx_http_close_connection(c);
 
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    ngx_http_finalize_request(r, c->error ? NGX_ERROR : NGX_DONE);
-    ngx_http_run_posted_requests(c);
+    ngx_free(p);
 }
 
 

@@ -13,7 +13,7 @@
 
 
 #define NGX_HTTP_HAMRAHI_PANEL_JWT_LEEWAY   30      /* seconds */
-#define NGX_HTTP_HAMRAHI_PANEL_CLOSE_WAIT   3000    /* ms for the peer's close */
+#define NGX_HTTP_HAMRAHI_PANEL_CLOSE_WAIT   3000    /* ms: the peer's close */
 #define NGX_HTTP_HAMRAHI_PANEL_EPOCH_MAX    64      /* bytes of ?epoch= */
 
 
@@ -49,8 +49,8 @@ struct ngx_http_hamrahi_out_s {
     unsigned                   droppable:1;     /* an update, not control */
 };
 
+/* c->data of a panel's connection, once detached from its request */
 typedef struct {
-    ngx_http_request_t        *request;
     ngx_connection_t          *connection;
     ngx_queue_t                station_link;    /* hamrahi_fanout.c */
     void                      *station;         /* hamrahi_fanout.c */
@@ -62,6 +62,8 @@ typedef struct {
     size_t                     queued;          /* bytes not yet sent */
     size_t                     queue_limit;
     ngx_msec_t                 ping_interval;
+    ngx_msec_t                 send_timeout;
+    uint16_t                   close_code;      /* first sent or received */
 
     /* resume (hamrahi_fanout.c): updates are sent once, in seq order */
     uint64_t                   last_seq;        /* newest sent or passed */

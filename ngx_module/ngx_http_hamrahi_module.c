@@ -11,6 +11,7 @@
 #include "hamrahi_auth.h"
 #include "hamrahi_hooks.h"
 #include "hamrahi_metrics.h"
+#include "hamrahi_panel.h"
 #include "hamrahi_redis.h"
 
 
@@ -22,6 +23,8 @@ static char *ngx_http_hamrahi_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_hamrahi_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_hamrahi_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_hamrahi_json_error_pages(ngx_conf_t *cf,
+    ngx_http_core_loc_conf_t *clcf);
 static char *ngx_http_hamrahi_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_hamrahi_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -32,6 +35,8 @@ static char *ngx_http_hamrahi_hooks(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_hamrahi_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_uint_t ngx_http_hamrahi_redis_needed(ngx_cycle_t *cycle,
+    ngx_http_hamrahi_main_conf_t *hmcf);
 static ngx_int_t ngx_http_hamrahi_init_process(ngx_cycle_t *cycle);
 static void ngx_http_hamrahi_exit_process(ngx_cycle_t *cycle);
 
@@ -261,6 +266,90 @@ ngx_http_hamrahi_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (clcf->client_body_buffer_size < conf->max_body) {
         clcf->client_body_buffer_size = conf->max_body;
     }
+
+    /* a chunked body is cut at the limit while it is read, not spooled */
+    if (clcf->client_max_body_size == 0
+        || clcf->client_max_body_size > (off_t) conf->max_body)
+    {
+        clcf->client_max_body_size = conf->max_body;
+    }
+
+    return ngx_http_hamrahi_json_error_pages(cf, clcf);
+}
+
+
+/*
+ * nginx itself refuses a body over client_max_body_size (413) or with broken
+ * chunked framing (400), with an HTML page. Send those back into the hook
+ * handler (error_page CODE $uri), which sees r->err_status and answers the
+ * caller with our JSON instead. Error pages configured for the location win.
+ */
+static char *
+ngx_http_hamrahi_json_error_pages(ngx_conf_t *cf,
+    ngx_http_core_loc_conf_t *clcf)
+{
+    ngx_str_t                          uri = ngx_string("$uri");
+    ngx_uint_t                         i, k;
+    ngx_array_t                       *pages;
+    ngx_http_err_page_t               *err, *inherited;
+    ngx_http_compile_complex_value_t   ccv;
+
+    static const ngx_int_t  statuses[] = {
+        NGX_HTTP_BAD_REQUEST, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+    };
+
+    pages = ngx_array_create(cf->pool, 4, sizeof(ngx_http_err_page_t));
+    if (pages == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* the array may be the parent's: copy it instead of adding to it */
+    if (clcf->error_pages != NULL) {
+        inherited = clcf->error_pages->elts;
+
+        for (i = 0; i < clcf->error_pages->nelts; i++) {
+            err = ngx_array_push(pages);
+            if (err == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            *err = inherited[i];
+        }
+    }
+
+    for (k = 0; k < sizeof(statuses) / sizeof(statuses[0]); k++) {
+        err = pages->elts;
+
+        for (i = 0; i < pages->nelts; i++) {
+            if (err[i].status == statuses[k]) {
+                break;
+            }
+        }
+
+        if (i < pages->nelts) {
+            continue;
+        }
+
+        err = ngx_array_push(pages);
+        if (err == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(err, sizeof(ngx_http_err_page_t));
+        err->status = statuses[k];
+        err->overwrite = -1;
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+        ccv.cf = cf;
+        ccv.value = &uri;
+        ccv.complex_value = &err->value;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    clcf->error_pages = pages;
 
     return NGX_CONF_OK;
 }
@@ -504,6 +593,28 @@ ngx_http_hamrahi_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * The command connection serves the hooks and the panels' resume reads: run
+ * it when either is configured. This module is initialised first (config
+ * lists it first), so the connection is up before the panel module starts.
+ */
+static ngx_uint_t
+ngx_http_hamrahi_redis_needed(ngx_cycle_t *cycle,
+    ngx_http_hamrahi_main_conf_t *hmcf)
+{
+    ngx_http_hamrahi_panel_main_conf_t  *pmcf;
+
+    if (hmcf->hooks_used) {
+        return 1;
+    }
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_hamrahi_panel_module);
+
+    return pmcf != NULL && pmcf->used;
+}
+
+
 static ngx_int_t
 ngx_http_hamrahi_init_process(ngx_cycle_t *cycle)
 {
@@ -522,7 +633,7 @@ ngx_http_hamrahi_init_process(ngx_cycle_t *cycle)
 
     ngx_http_hamrahi_metrics_init_process(hmcf);
 
-    if (!hmcf->hooks_used) {
+    if (!ngx_http_hamrahi_redis_needed(cycle, hmcf)) {
         return NGX_OK;
     }
 
@@ -537,7 +648,7 @@ ngx_http_hamrahi_exit_process(ngx_cycle_t *cycle)
 
     hmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_hamrahi_module);
 
-    if (hmcf != NULL && hmcf->hooks_used
+    if (hmcf != NULL && ngx_http_hamrahi_redis_needed(cycle, hmcf)
         && (ngx_process == NGX_PROCESS_WORKER
             || ngx_process == NGX_PROCESS_SINGLE))
     {

@@ -6,7 +6,12 @@ everything, chosen free ports and set HAMRAHI_RUN_DIR to a temporary directory
 
     ./build.sh test                 everything
     ./build.sh test --no-asan       skip the sanitizer rebuild of the unit tests
+    ./build.sh test --no-fuzz       skip the libFuzzer runs (--no-unit skips them too)
     ./build.sh test -- -k watchdog  extra arguments after -- go to pytest
+    ./build.sh test -- tests/e2e/test_10_hooks_auth.py   only these e2e files
+
+Fuzzing runs each tests/fuzz target for HAMRAHI_FUZZ_SECONDS (default 60 when
+CI=true, else 10) on a scratch copy of its seed corpus.
 """
 
 import argparse
@@ -71,6 +76,44 @@ def unit_tests(root, tally, asan):
         run_cmocka(binary, tally, "unit+asan")
 
 
+def fuzz_seconds():
+    if os.environ.get("HAMRAHI_FUZZ_SECONDS"):
+        return int(os.environ["HAMRAHI_FUZZ_SECONDS"])
+    return 60 if os.environ.get("CI") == "true" else 10
+
+
+def fuzz_tests(root, tmp, tally):
+    """Each libFuzzer target (tests/fuzz/fuzz.mk) for a bounded time: one pass
+    or fail per target. New inputs go to tmp; the seeds in the repo are only
+    read."""
+    proc = subprocess.run(["make", "-C", root, "-s", "fuzz"], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stdout)
+        tally.add("fuzz build", 0, 1)
+        return
+    seconds = fuzz_seconds()
+    for source in sorted(glob.glob(os.path.join(root, "tests/fuzz/fuzz_*.c"))):
+        name = os.path.basename(source)[:-2]
+        work = os.path.join(tmp, "fuzz", name)
+        os.makedirs(work, exist_ok=True)
+        cmd = [os.path.join(root, "build-fuzz", name), f"-max_total_time={seconds}",
+               "-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1",
+               f"-artifact_prefix={work}/", work, os.path.join(root, "tests/fuzz/corpus", name)]
+        try:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, errors="replace", timeout=seconds + 120)
+            ok, out = proc.returncode == 0, proc.stdout
+        except subprocess.TimeoutExpired as e:
+            ok, out = False, (e.stdout or b"").decode(errors="replace") + "\n(timed out)\n"
+        lines = out.splitlines()
+        done = [l for l in lines if l.startswith("Done ")]
+        print(f"fuzz {name}: {done[-1] if done else 'no summary'}")
+        if not ok:
+            sys.stdout.write("\n".join(lines[-60:]) + "\n")
+        tally.add(f"fuzz {name} ({seconds} s)", 1 if ok else 0, 0 if ok else 1)
+
+
 def start_stack(root, tally):
     proc = subprocess.run([os.path.join(root, "build.sh"), "up"], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=300)
@@ -113,17 +156,24 @@ def main():
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--no-asan", action="store_true")
     ap.add_argument("--no-unit", action="store_true")
+    ap.add_argument("--no-fuzz", action="store_true")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args()
 
     tally = Tally()
     if not args.no_unit:
         unit_tests(args.root, tally, asan=not args.no_asan)
+    # e2e files named after -- replace the whole tests/e2e directory
+    e2e_paths = [a for a in args.pytest_args if a.startswith("tests/e2e/")]
+    pytest_args = [a for a in args.pytest_args if a not in e2e_paths]
     sandbox_tests = sorted(glob.glob(os.path.join(args.root, "tests/sandbox/test_*.py")))
     if sandbox_tests:
-        pytest_suite(args.root, args.tmp, tally, "sandbox", sandbox_tests, args.pytest_args)
+        pytest_suite(args.root, args.tmp, tally, "sandbox", sandbox_tests, pytest_args)
     if start_stack(args.root, tally):
-        pytest_suite(args.root, args.tmp, tally, "e2e", ["tests/e2e"], args.pytest_args)
+        pytest_suite(args.root, args.tmp, tally, "e2e", e2e_paths or ["tests/e2e"], pytest_args)
+    # last: the ports build.sh chose stay free for a shorter time before `up`
+    if not args.no_unit and not args.no_fuzz:
+        fuzz_tests(args.root, args.tmp, tally)
     if tally.failed:
         show_logs(os.environ["HAMRAHI_RUN_DIR"])
         print("failed suites: " + ", ".join(tally.failures))

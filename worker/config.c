@@ -37,6 +37,7 @@ static const config_key_t keys[] = {
     INT(retry_budget_ms, 0, 3600000),
     INT(max_event_age_s, 1, 86400 * 30),
     INT(claim_idle_ms, 100, 3600000),
+    INT(directory_refresh_ms, 500, 86400000),
     INT(provider_timeout_ms, 100, 60000),
 };
 
@@ -61,6 +62,7 @@ set_defaults(config_t *cf)
     cf->retry_budget_ms = 60000;
     cf->max_event_age_s = 3600;
     cf->claim_idle_ms = 10000;
+    cf->directory_refresh_ms = 10000;
     cf->provider_timeout_ms = 5000;
 }
 

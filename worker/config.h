@@ -28,6 +28,7 @@ typedef struct {
     int   retry_budget_ms;
     int   max_event_age_s;
     int   claim_idle_ms;
+    int   directory_refresh_ms;
     int   provider_timeout_ms;
     /* read from provider_auth_token_file, never from the config itself */
     char  provider_auth_token[256];

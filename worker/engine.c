@@ -9,12 +9,14 @@
 #include "engine.h"
 #include "event.h"
 #include "log.h"
+#include "metrics.h"
 #include "records.h"
 #include "strmap.h"
 #include "timers.h"
 
 #define INTAKE_CHECK_MAX_MS  2000     /* a redelivery check never stalls more */
 #define LOOKUP_RETRY_MS      1000
+#define CONTACTS_PATIENCE_MS 200      /* then the directory copy routes */
 #define SWEEP_EVERY_MS       60000
 #define KEEP_FINISHED_MS     600000   /* tombstones absorb late duplicates */
 #define KEEP_UNACTIVATED_MS  3600000
@@ -33,6 +35,7 @@ struct esession {
     session_t   s;
     engine_t   *eng;
     etimer_t    timers[HR_TIMER_COUNT];
+    etimer_t    contacts_wait;   /* PostgreSQL slow: use the directory */
     int64_t     created_ms;
     int64_t     forgot_at_ms;
 };
@@ -81,10 +84,14 @@ struct engine {
     size_t           requests;      /* provider requests and lookups */
     size_t           acks_pending;
     engine_stats_t   stats;
+    directory_t     *dir;
 };
 
 static void apply(engine_t *eng, esession_t *es, const hr_event_t *ev,
                   const char *stream_id);
+static int call_owned_elsewhere(engine_t *eng, const char *sid,
+                                const char *session_id);
+static void on_contacts_wait(timer_entry_t *entry);
 
 
 int64_t
@@ -111,6 +118,7 @@ on_session_timer(timer_entry_t *entry)
     ev.at_ms = entry->at_ms;
     if (t->kind == HR_TIMER_WATCHDOG) {
         t->es->eng->stats.watchdogs_fired++;
+        metrics_watchdog_lateness(engine_clock_ms() - entry->at_ms);
     }
     apply(t->es->eng, t->es, &ev, NULL);
 }
@@ -137,6 +145,8 @@ session_get(engine_t *eng, const char *id, int create)
         es->timers[i].kind = (hr_timer_t) i;
         es->timers[i].entry.fire = on_session_timer;
     }
+    es->contacts_wait.es = es;
+    es->contacts_wait.entry.fire = on_contacts_wait;
     if (strmap_put(eng->sessions, id, es) != 0) {
         free(es);
         return NULL;
@@ -161,6 +171,7 @@ keep_session(void *value, void *arg)
     for (i = 0; i < HR_TIMER_COUNT; i++) {
         timers_cancel(&es->eng->timers, &es->timers[i].entry);
     }
+    timers_cancel(&es->eng->timers, &es->contacts_wait.entry);
     free(es);
     return 0;
 }
@@ -498,9 +509,16 @@ on_provider_result(void *arg, const provider_result_t *res)
         ev.kind = res->ok ? HR_EV_CALL_FOUND : HR_EV_CALL_REJECTED;
         ev.failure = res->failure;
         ev.at_ms = res->created_ms > 0 ? res->created_ms : 0;
+        if (res->ok && res->sid[0] != '\0'
+            && call_owned_elsewhere(eng, res->sid, r->id))
+        {
+            log_line("session=%s found call %s belongs to another session",
+                     r->id, res->sid);
+            ev.call_sid = "";
+        }
         if (res->ok) {
             log_line("session=%s earlier call %s", r->id,
-                     res->sid[0] ? res->sid : "none found");
+                     ev.call_sid[0] ? ev.call_sid : "none found");
         }
         break;
     default:
@@ -572,19 +590,55 @@ create_call(engine_t *eng, const esession_t *es)
 }
 
 
+/* The search looks back to the fallback decision (less the provider's 1 s
+ * date resolution): a call of this session cannot be older. */
 static void
 find_call(engine_t *eng, const esession_t *es)
 {
     req_ctx_t *r = req_new(eng, es, HR_ACT_FIND_CALL);
+    int64_t    since = es->s.webrtc_failed_at_ms > 0 ? es->s.webrtc_failed_at_ms
+                                                     : es->s.activated_at_ms;
 
     if (r != NULL
         && eng->provider->ops->find_call(eng->provider, es->s.citizen_phone,
-                                         es->s.activated_at_ms,
-                                         on_provider_result, r)
+                                         since - 1000, on_provider_result, r)
                != 0)
     {
         provider_failed_to_start(eng, r);
     }
+}
+
+
+typedef struct {
+    const char *sid;
+    const char *except;
+    int         found;
+} owner_query_t;
+
+
+static int
+check_owner(void *value, void *arg)
+{
+    const esession_t *es = value;
+    owner_query_t    *q = arg;
+
+    if (strcmp(es->s.call_sid, q->sid) == 0 && strcmp(es->s.id, q->except) != 0)
+    {
+        q->found = 1;
+    }
+    return 1;
+}
+
+
+/* A citizen with two sessions close together: a found call that another
+ * session already owns is not this one's. */
+static int
+call_owned_elsewhere(engine_t *eng, const char *sid, const char *session_id)
+{
+    owner_query_t q = { sid, session_id, 0 };
+
+    strmap_sweep(eng->sessions, check_owner, &q);
+    return q.found;
 }
 
 
@@ -754,6 +808,9 @@ job_for(engine_t *eng, store_job_t **job, const char *stream_id)
     }
     if (stream_id == NULL) {
         *job = store_job_new("session record", NULL, NULL);
+        if (*job != NULL) {
+            store_job_keep(*job);
+        }
         return *job;
     }
     a = calloc(1, sizeof(*a));
@@ -767,6 +824,7 @@ job_for(engine_t *eng, store_job_t **job, const char *stream_id)
         free(a);
         return NULL;
     }
+    store_job_keep(*job);
     eng->acks_pending++;
     return *job;
 }
@@ -836,6 +894,54 @@ execute(engine_t *eng, esession_t *es, const hr_action_t *a, int64_t now,
 }
 
 
+/* Safety before bookkeeping: a decided fallback never waits for a slow or
+ * absent PostgreSQL to name the phones; the directory copy answers. Without
+ * the stored row a duplicate of a finished session is not recognised here,
+ * and a redelivered activation still searches the provider first. */
+static int
+contacts_from_directory(engine_t *eng, esession_t *es)
+{
+    hr_event_t ev;
+
+    memset(&ev, 0, sizeof(ev));
+    if (eng->dir == NULL || es->s.contacts_known
+        || directory_contacts(eng->dir, es->s.citizen_id, es->s.operator_id,
+                              es->s.station_id, &ev)
+               != 0)
+    {
+        return -1;
+    }
+    ev.kind = HR_EV_CONTACTS;
+    ev.at_ms = engine_clock_ms();
+    log_line("session=%s phones from the directory copy (postgres %s)",
+             es->s.id, store_pg_is_up(eng->pg) ? "slow" : "down");
+    apply(eng, es, &ev, NULL);
+    return 0;
+}
+
+
+static void
+on_contacts_wait(timer_entry_t *entry)
+{
+    esession_t *es = ((etimer_t *) entry)->es;
+
+    contacts_from_directory(es->eng, es);
+}
+
+
+static void
+wait_for_contacts(engine_t *eng, esession_t *es)
+{
+    if (!store_pg_is_up(eng->pg) && contacts_from_directory(eng, es) == 0) {
+        return;
+    }
+    if (es->contacts_wait.entry.index == 0) {
+        timers_arm(&eng->timers, &es->contacts_wait.entry,
+                   engine_clock_ms() + CONTACTS_PATIENCE_MS);
+    }
+}
+
+
 /* The actions are executed in order: the timer and the provider request
  * first as session.c emits them, the records after, in one job. */
 static void
@@ -863,6 +969,9 @@ apply(engine_t *eng, esession_t *es, const hr_event_t *ev,
     }
     if (job != NULL) {
         store_pg_submit(eng->pg, job, 0);
+    }
+    if (es->s.state == HR_ST_FALLBACK && !es->s.contacts_known) {
+        wait_for_contacts(eng, es);
     }
 }
 
@@ -1125,6 +1234,7 @@ engine_new(const engine_deps_t *deps)
     eng->provider = deps->provider;
     eng->redis = deps->redis;
     eng->panel = deps->panel;
+    eng->dir = deps->dir;
     eng->policy.watchdog_ms = deps->cf->watchdog_ms;
     eng->policy.ring_timeout_ms = (int64_t) deps->cf->ring_timeout_s * 1000;
     eng->policy.backstop_margin_ms =

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "directory.h"
 #include "panel_pub.h"
 #include "provider.h"
 #include "rqueue.h"
@@ -29,6 +30,7 @@ typedef struct {
     provider_t      *provider;
     rqueue_t        *redis;
     panel_pub_t     *panel;
+    directory_t     *dir;      /* phones when PostgreSQL cannot answer */
 } engine_deps_t;
 
 typedef struct {

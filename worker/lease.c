@@ -8,7 +8,10 @@
 #include "log.h"
 
 #define LEASE_TTL_MS    "1500"
+#define LEASE_TTL       1500
 #define LEASE_RENEW_MS  300
+/* Clocks of two hosts drift; the lease counts as ours this much less. */
+#define LEASE_MARGIN_MS 200
 
 /* Renew if ours; take it if free (Redis lost it); else report it lost. */
 static const char renew_script[] =
@@ -27,6 +30,11 @@ static const char release_script[] =
     "return 0\n";
 
 struct lease {
+    uv_loop_t  *loop;
+    uint64_t    asked_at;         /* loop ms the command out was sent */
+    uint64_t    confirmed_until;  /* no one else can hold it before */
+    void      (*on_confirmed)(void *arg);
+    void       *confirmed_arg;
     rconn_t    *cmd;
     uv_timer_t  timer;
     char        key[160];
@@ -55,6 +63,18 @@ on_fence(redisAsyncContext *ac, void *r, void *priv)
 }
 
 
+/* The reply to a command sent at asked_at says the lease is ours: nobody
+ * can take it before asked_at + TTL, whatever happened since. */
+static void
+confirm(lease_t *l)
+{
+    l->confirmed_until = l->asked_at + LEASE_TTL - LEASE_MARGIN_MS;
+    if (l->on_confirmed != NULL) {
+        l->on_confirmed(l->confirmed_arg);
+    }
+}
+
+
 static void
 on_acquire(redisAsyncContext *ac, void *r, void *priv)
 {
@@ -68,6 +88,7 @@ on_acquire(redisAsyncContext *ac, void *r, void *priv)
         return; /* held by another worker (nil), or Redis away */
     }
     l->held = 1;
+    confirm(l);
     rconn_command(l->cmd, on_fence, l, 2, argv, NULL);
     l->on_acquired(l->arg);
 }
@@ -88,6 +109,10 @@ on_renew(redisAsyncContext *ac, void *r, void *priv)
         l->held = 0;
         log_line("lease %s: lost to another worker", l->key);
         l->on_lost(l->arg);
+        return;
+    }
+    if (reply->integer == 1 && l->held) {
+        confirm(l);
     }
 }
 
@@ -104,6 +129,7 @@ tick(uv_timer_t *t)
     if (l->asking || !rconn_is_up(l->cmd)) {
         return;
     }
+    l->asked_at = uv_now(l->loop);
     if (l->held) {
         l->asking = rconn_command(l->cmd, on_renew, l, 6, renew, NULL) == 0;
     } else {
@@ -125,6 +151,7 @@ lease_new(uv_loop_t *loop, rconn_t *cmd, const char *key, const char *owner,
         free(l);
         return NULL;
     }
+    l->loop = loop;
     l->cmd = cmd;
     snprintf(l->key, sizeof(l->key), "%s", key);
     snprintf(l->fence_key, sizeof(l->fence_key), "%s:fence", key);
@@ -144,6 +171,25 @@ int
 lease_held(const lease_t *l)
 {
     return l->held;
+}
+
+
+int
+lease_confirmed(const lease_t *l)
+{
+    uv_loop_t *loop = l->loop;
+
+    uv_update_time(loop); /* the cached time may predate a long pause */
+    return l->held
+           && (uv_now(loop) < l->confirmed_until || !rconn_is_up(l->cmd));
+}
+
+
+void
+lease_on_confirmed(lease_t *l, void (*fn)(void *arg), void *arg)
+{
+    l->on_confirmed = fn;
+    l->confirmed_arg = arg;
 }
 
 

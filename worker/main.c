@@ -15,7 +15,9 @@
 #include <uv.h>
 
 #include "config.h"
+#include "directory.h"
 #include "engine.h"
+#include "fence.h"
 #include "http_uv.h"
 #include "lease.h"
 #include "log.h"
@@ -23,6 +25,7 @@
 #include "panel_pub.h"
 #include "rconn.h"
 #include "rqueue.h"
+#include "spool.h"
 #include "store_pg.h"
 #include "stream.h"
 #include "telephony_twilio.h"
@@ -40,6 +43,8 @@ typedef struct {
     http_t       *http;
     provider_t   *provider;
     store_pg_t   *pg;
+    directory_t  *dir;
+    spool_t      *spool;
     engine_t     *engine;
     stream_t     *stream;
     metrics_t    *metrics;
@@ -87,15 +92,20 @@ on_reloaded(void *arg)
 }
 
 
-/* PostgreSQL (re)connected, or the lease won: once both, reload the open
- * sessions (a standby holds no session before it takes over). */
+/* PostgreSQL (re)connected, the lease won, or the spool replayed: once all
+ * three, reload the open sessions (a standby holds no session before it
+ * takes over; the spooled writes of a dead worker are queued before the
+ * reload, so that it sees them). */
 static void
 on_pg_up(void *arg)
 {
     worker_t *w = arg;
 
+    if (w->dir != NULL) {
+        directory_refresh(w->dir);
+    }
     if (w->active && !w->reloaded && !w->reload_running
-        && store_pg_is_up(w->pg))
+        && store_pg_is_up(w->pg) && spool_replayed(w->spool))
     {
         w->reload_running = 1;
         engine_reload(w->engine, on_reloaded, w);
@@ -125,6 +135,7 @@ on_lease_acquired(void *arg)
     }
     w->active = 1;
     log_line("active for %s", w->cf.stream_key);
+    spool_replay(w->spool);
     uv_timer_start(&w->start_wait, on_start_wait, START_WAIT_MS, 0);
     on_pg_up(w);
 }
@@ -150,6 +161,12 @@ on_cmd_state(rconn_t *rc, int up, void *arg)
     (void) rc;
     if (up && w->redis != NULL) {
         rqueue_flush(w->redis);
+    }
+    if (up && w->dir != NULL) {
+        directory_load_mirror(w->dir);
+    }
+    if (up && w->active) {
+        spool_replay(w->spool); /* if Redis failed the first time */
     }
 }
 
@@ -181,6 +198,8 @@ shut_down(worker_t *w)
     stream_close(w->stream);
     engine_free(w->engine);
     store_pg_close(w->pg);
+    directory_close(w->dir);
+    spool_free(w->spool);
     http_free(w->http);
     w->provider->ops->free(w->provider);
     rconn_close(w->cmd);
@@ -289,13 +308,20 @@ wire(worker_t *w)
     w->redis = w->cmd ? rqueue_new(w->cmd) : NULL;
     w->panel = w->redis ? panel_pub_new(w->redis) : NULL;
     w->http = http_new(w->loop);
-    w->provider = w->http ? twilio_new(w->http, w->cf.provider_base_url,
-                                       w->cf.provider_account_sid,
-                                       w->cf.provider_auth_token,
-                                       w->cf.provider_timeout_ms)
+    w->provider = w->http ? fence_new(twilio_new(
+                                w->http, w->cf.provider_base_url,
+                                w->cf.provider_account_sid,
+                                w->cf.provider_auth_token,
+                                w->cf.provider_timeout_ms))
                           : NULL;
     w->pg = store_pg_new(w->loop, w->cf.pg_dsn, on_pg_up, w);
-    if (w->panel == NULL || w->provider == NULL || w->pg == NULL) {
+    w->dir = w->pg ? directory_new(w->loop, w->pg, w->cmd, w->redis,
+                                     w->cf.directory_refresh_ms)
+                     : NULL;
+    w->spool = w->dir ? spool_new(w->cmd, w->redis, w->pg,
+                                  w->cf.consumer_name, on_pg_up, w)
+                      : NULL;
+    if (w->panel == NULL || w->provider == NULL || w->spool == NULL) {
         return -1;
     }
     deps.loop = w->loop;
@@ -304,6 +330,7 @@ wire(worker_t *w)
     deps.provider = w->provider;
     deps.redis = w->redis;
     deps.panel = w->panel;
+    deps.dir = w->dir;
     w->engine = engine_new(&deps);
     w->stream = w->engine ? stream_new(w->loop, &w->cf, w->cmd,
                                        engine_on_entry, w->engine)
@@ -319,6 +346,8 @@ wire(worker_t *w)
     if (w->lease == NULL) {
         return -1;
     }
+    fence_set_lease(w->provider, w->lease);
+    lease_on_confirmed(w->lease, fence_release, w->provider);
     w->metrics = metrics_new(w->loop, w->cf.metrics_listen, w->engine, w->pg,
                              w->redis);
     return 0;

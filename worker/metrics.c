@@ -6,6 +6,18 @@
 #include "metrics.h"
 
 #define REQUEST_MAX 4096
+#define RENDER_MAX  8192
+
+/* Watchdog lateness (fire time - deadline), in ms: AC1/AC2's accuracy. */
+static const double lateness_le_ms[] = { 1, 2, 5, 10, 20, 50, 100, 250, 500,
+                                         1000, 2000, 5000 };
+#define LATENESS_BUCKETS (sizeof(lateness_le_ms) / sizeof(lateness_le_ms[0]))
+
+static struct {
+    uint64_t  le[LATENESS_BUCKETS];
+    uint64_t  count;
+    double    sum_ms;
+} lateness;
 
 struct metrics {
     uv_tcp_t          server;
@@ -34,16 +46,57 @@ on_client_closed(uv_handle_t *h)
 }
 
 
+void
+metrics_watchdog_lateness(int64_t ms)
+{
+    size_t i;
+
+    for (i = 0; i < LATENESS_BUCKETS; i++) {
+        if ((double) ms <= lateness_le_ms[i]) {
+            lateness.le[i]++;
+        }
+    }
+    lateness.count++;
+    lateness.sum_ms += (double) ms;
+}
+
+
+static void
+render_lateness(char *out, size_t size)
+{
+    size_t i, n = strlen(out);
+
+    n += (size_t) snprintf(out + n, size - n,
+                           "# TYPE hamrahi_worker_watchdog_lateness_seconds "
+                           "histogram\n");
+    for (i = 0; i < LATENESS_BUCKETS && n < size; i++) {
+        n += (size_t) snprintf(out + n, size - n,
+                               "hamrahi_worker_watchdog_lateness_seconds_"
+                               "bucket{le=\"%g\"} %llu\n",
+                               lateness_le_ms[i] / 1000,
+                               (unsigned long long) lateness.le[i]);
+    }
+    if (n < size) {
+        snprintf(out + n, size - n,
+                 "hamrahi_worker_watchdog_lateness_seconds_bucket{le=\"+Inf\"}"
+                 " %llu\nhamrahi_worker_watchdog_lateness_seconds_sum %.6f\n"
+                 "hamrahi_worker_watchdog_lateness_seconds_count %llu\n",
+                 (unsigned long long) lateness.count, lateness.sum_ms / 1000,
+                 (unsigned long long) lateness.count);
+    }
+}
+
+
 static char *
 render(const metrics_t *m)
 {
     const engine_stats_t *s = engine_stats(m->eng);
-    char                 *out = malloc(4096);
+    char                 *out = malloc(RENDER_MAX);
 
     if (out == NULL) {
         return NULL;
     }
-    snprintf(out, 4096,
+    snprintf(out, RENDER_MAX,
              "# TYPE hamrahi_worker_events_total counter\n"
              "hamrahi_worker_events_total{kind=\"applied\"} %llu\n"
              "hamrahi_worker_events_total{kind=\"duplicate\"} %llu\n"
@@ -79,6 +132,7 @@ render(const metrics_t *m)
              (unsigned long long) s->panel_updates, engine_timers(m->eng),
              engine_sessions(m->eng), store_pg_queued(m->pg),
              store_pg_is_up(m->pg), rqueue_pending(m->redis));
+    render_lateness(out, RENDER_MAX);
     return out;
 }
 

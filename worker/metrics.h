@@ -20,4 +20,7 @@ metrics_t *metrics_new(uv_loop_t *loop, const char *listen,
                        const rqueue_t *redis);
 void metrics_close(metrics_t *m);
 
+/* One watchdog fired ms after its deadline (a histogram; process-wide). */
+void metrics_watchdog_lateness(int64_t ms);
+
 #endif /* HAMRAHI_METRICS_H */

@@ -6,12 +6,19 @@
 #include "panel_pub.h"
 
 /* KEYS: seq counter, epoch, log stream, channel. ARGV: JSON object text,
- * a fresh epoch (used only if none is set). The JSON is spliced, not
- * re-encoded: cjson would print at_ms as a float. */
+ * this worker's random epoch prefix. When the counter starts again (Redis
+ * lost its data) the epoch must change too, or a panel resuming with an old
+ * seq would take the new, lower seqs for ones it has seen: so a new epoch is
+ * taken whenever seq is 1, made unique by Redis's clock. The JSON is
+ * spliced, not re-encoded: cjson would print at_ms as a float. */
 static const char script[] =
     "local seq = redis.call('INCR', KEYS[1])\n"
-    "redis.call('SET', KEYS[2], ARGV[2], 'NX')\n"
     "local epoch = redis.call('GET', KEYS[2])\n"
+    "if seq == 1 or not epoch then\n"
+    "  local t = redis.call('TIME')\n"
+    "  epoch = ARGV[2] .. t[1] .. t[2]\n"
+    "  redis.call('SET', KEYS[2], epoch)\n"
+    "end\n"
     "local text = '{\"seq\":' .. seq .. ',\"epoch\":\"' .. epoch .. '\",'"
     " .. string.sub(ARGV[1], 2)\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '0-' .. seq,"

@@ -483,6 +483,14 @@ on_contacts(session_t *s, emit_t *e, const hr_event_t *ev, int64_t now_ms)
 }
 
 
+/* How often a connected call's status is fetched. */
+static int64_t
+connected_check_ms(const session_t *s)
+{
+    return s->policy->ring_timeout_ms + s->policy->backstop_margin_ms;
+}
+
+
 static void
 on_timer(session_t *s, emit_t *e, const hr_event_t *ev, int64_t now_ms)
 {
@@ -501,12 +509,21 @@ on_timer(session_t *s, emit_t *e, const hr_event_t *ev, int64_t now_ms)
     case HR_TIMER_RETRY:
         if (s->state == HR_ST_FALLBACK) {
             start_call(s, e, now_ms);
+        } else if ((s->state == HR_ST_CANCELLING
+                    || s->state == HR_ST_RELEASED)
+                   && s->call_sid[0] == '\0')
+        {
+            emit(e, HR_ACT_FIND_CALL);
         }
         return;
 
     case HR_TIMER_BACKSTOP:
         if (s->call_sid[0] != '\0') {
             call_action(s, e, HR_ACT_FETCH_CALL);
+        }
+        if (s->state == HR_ST_CONNECTED) {
+            /* A lost final callback must not keep it open for ever. */
+            arm(s, e, HR_TIMER_BACKSTOP, now_ms + connected_check_ms(s));
         }
         return;
 
@@ -530,17 +547,64 @@ give_up_calling(session_t *s, emit_t *e)
 }
 
 
+/* The search for an earlier call failed: search again after a pause that
+ * grows with the time already lost, within the retry budget. */
+static void
+search_later(session_t *s, emit_t *e, int64_t now_ms)
+{
+    int64_t lost;
+
+    if (s->retry_started_ms == 0) {
+        s->retry_started_ms = now_ms; /* recovered: no create was tried */
+    }
+    lost = now_ms - s->retry_started_ms;
+    if (lost >= s->policy->retry_budget_ms) {
+        if (s->state == HR_ST_FALLBACK) {
+            give_up_calling(s, e);
+        } else {
+            finish(s, e, s->state == HR_ST_CANCELLING ? HR_ST_WEBRTC_ACTIVE
+                                                      : HR_ST_RELEASED);
+        }
+        return;
+    }
+    arm(s, e, HR_TIMER_RETRY,
+        now_ms + (lost / 2 < RETRY_FIRST_MS  ? RETRY_FIRST_MS
+                  : lost / 2 > RETRY_CAP_MS ? RETRY_CAP_MS
+                                            : lost / 2));
+}
+
+
+static void
+on_search_failed(session_t *s, emit_t *e, const hr_event_t *ev,
+                 int64_t now_ms)
+{
+    if (ev->failure == HR_FAIL_REFUSED) {
+        /* The search cannot be made at all: a second call is a lesser harm
+         * than none. */
+        s->recovered = 0;
+        start_call(s, e, now_ms);
+        return;
+    }
+    search_later(s, e, now_ms);
+}
+
+
 static void
 on_call_rejected(session_t *s, emit_t *e, const hr_event_t *ev,
                  int64_t now_ms)
 {
     if (s->state == HR_ST_CANCELLING || s->state == HR_ST_RELEASED) {
         if (ev->failure == HR_FAIL_UNCERTAIN) {
-            emit(e, HR_ACT_FIND_CALL); /* a call may ring: find, cancel */
+            search_later(s, e, now_ms); /* a call may ring: find, cancel */
         } else {
             finish(s, e, s->state == HR_ST_CANCELLING ? HR_ST_WEBRTC_ACTIVE
                                                       : HR_ST_RELEASED);
         }
+        return;
+    }
+    if (s->state == HR_ST_FALLBACK) {
+        /* Nothing else is in flight here: the search itself failed. */
+        on_search_failed(s, e, ev, now_ms);
         return;
     }
     if (s->state != HR_ST_CALLING) {
@@ -566,7 +630,11 @@ on_call_found(session_t *s, emit_t *e, const hr_event_t *ev, int64_t now_ms)
     if (ev->call_sid != NULL && ev->call_sid[0] != '\0') {
         if (s->call_sid[0] == '\0') {
             if (ev->at_ms > 0) {
-                s->call_initiated_at_ms = ev->at_ms; /* the provider's time */
+                /* The provider's time, to the second: the call cannot be
+                 * older than the fallback decision within that second. */
+                s->call_initiated_at_ms = ev->at_ms > s->webrtc_failed_at_ms
+                                              ? ev->at_ms
+                                              : s->webrtc_failed_at_ms;
             }
             call_exists(s, e, ev->call_sid, now_ms);
         }
@@ -619,9 +687,17 @@ static void
 on_ringing_status(session_t *s, emit_t *e, hr_call_status_t st,
                   int64_t now_ms)
 {
+    if ((st == HR_CALL_IN_PROGRESS || st == HR_CALL_COMPLETED)
+        && s->ndial == 0)
+    {
+        /* AC7: nobody on duty to bridge her to; she only hears so. */
+        escalate(s, e, HR_ESC_BRIDGE_FAILED);
+    }
     if (st == HR_CALL_IN_PROGRESS) {
-        /* AC9: the phone bridge won; WebRTC is abandoned, timers freed. */
+        /* AC9: the phone bridge won; WebRTC is abandoned, timers freed
+         * but the one that checks the call in case its end goes unheard. */
         disarm_all(s, e);
+        arm(s, e, HR_TIMER_BACKSTOP, now_ms + connected_check_ms(s));
         s->state = HR_ST_CONNECTED;
         emit_record(e, HR_REC_CONNECTED);
         emit(e, HR_ACT_PUBLISH);
@@ -674,6 +750,11 @@ on_call_status(session_t *s, emit_t *e, const hr_event_t *ev, int64_t now_ms)
 
     case HR_ST_CONNECTED:
         if (is_final(st)) {
+            if (s->dial_bridged == 0 && !s->escalated) {
+                /* She hung up, or was cut off, before anyone answered:
+                 * somebody must call her back. */
+                escalate(s, e, HR_ESC_BRIDGE_FAILED);
+            }
             close_call(s, e, st, HR_ST_CLOSED);
         }
         return;

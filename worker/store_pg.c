@@ -1,5 +1,7 @@
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 
 #include "log.h"
 #include "store_pg.h"
@@ -25,6 +27,8 @@ struct store_job {
     store_stmt_t  *last;
     int            count;
     int            urgent;
+    int            keep;          /* spooled while it waits */
+    char           spool_id[160]; /* "" until spooled */
     store_cb       cb;
     void          *arg;
 };
@@ -45,6 +49,9 @@ struct store_pg {
     int            open_handles;  /* freed when the last one closed */
     void         (*on_up)(void *arg);
     void          *arg;
+    store_spool_t  spool;
+    char           spool_prefix[128];
+    unsigned long  spool_seq;
     /* the queue; head is the job running */
     store_job_t   *head;
     store_job_t   *tail;
@@ -140,6 +147,133 @@ store_job_add(store_job_t *job, const char *sql, int nparams,
 }
 
 
+/* ---- the spool: kept writes survive a restart ---- */
+
+static char *
+job_to_doc(const store_job_t *job)
+{
+    const store_stmt_t *s;
+    json_t             *stmts = json_array(), *params, *doc;
+    char               *text;
+    int                 i;
+
+    for (s = job->first; stmts != NULL && s != NULL; s = s->next) {
+        params = json_array();
+        for (i = 0; params != NULL && i < s->nparams; i++) {
+            json_array_append_new(params, s->params[i]
+                                              ? json_string(s->params[i])
+                                              : json_null());
+        }
+        json_array_append_new(stmts, json_pack("[s,o]", s->sql, params));
+    }
+    doc = json_pack("{s:s,s:o}", "what", job->what, "stmts", stmts);
+    text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    return text;
+}
+
+
+static store_job_t *
+job_from_doc(const char *text)
+{
+    json_t       *doc = json_loads(text, 0, NULL), *stmt, *p;
+    store_job_t  *job = NULL;
+    const char   *params[64];
+    size_t        i, k;
+
+    if (doc == NULL
+        || (job = store_job_new("spooled write", NULL, NULL)) == NULL)
+    {
+        json_decref(doc);
+        return NULL;
+    }
+    json_array_foreach(json_object_get(doc, "stmts"), i, stmt) {
+        json_t *list = json_array_get(stmt, 1);
+
+        if (!json_is_string(json_array_get(stmt, 0))
+            || json_array_size(list) > 64)
+        {
+            continue;
+        }
+        json_array_foreach(list, k, p) {
+            params[k] = json_string_value(p);
+        }
+        if (store_job_add(job, json_string_value(json_array_get(stmt, 0)),
+                          (int) json_array_size(list), params)
+            != 0)
+        {
+            store_job_free(job);
+            job = NULL;
+            break;
+        }
+    }
+    json_decref(doc);
+    return job;
+}
+
+
+static void
+spool_job(store_pg_t *st, store_job_t *job)
+{
+    char *doc;
+
+    if (!job->keep || job->spool_id[0] != '\0' || st->spool.put == NULL) {
+        return;
+    }
+    doc = job_to_doc(job);
+    if (doc == NULL) {
+        log_line("postgres: %s cannot be spooled (out of memory)", job->what);
+        return;
+    }
+    snprintf(job->spool_id, sizeof(job->spool_id), "%s%010lu",
+             st->spool_prefix, ++st->spool_seq);
+    st->spool.put(st->spool.arg, job->spool_id, doc);
+    free(doc);
+}
+
+
+static void
+spool_waiting(store_pg_t *st)
+{
+    store_job_t *job;
+
+    for (job = st->head; job != NULL; job = job->next) {
+        spool_job(st, job);
+    }
+}
+
+
+void
+store_pg_set_spool(store_pg_t *st, const store_spool_t *spool,
+                   const char *prefix)
+{
+    st->spool = *spool;
+    snprintf(st->spool_prefix, sizeof(st->spool_prefix), "%s", prefix);
+}
+
+
+void
+store_job_keep(store_job_t *job)
+{
+    job->keep = 1;
+}
+
+
+int
+store_pg_resubmit(store_pg_t *st, const char *id, const char *doc)
+{
+    store_job_t *job = job_from_doc(doc);
+
+    if (job == NULL) {
+        return -1;
+    }
+    job->keep = 1;
+    snprintf(job->spool_id, sizeof(job->spool_id), "%s", id);
+    store_pg_submit(st, job, 1);
+    return 0;
+}
+
+
 /* ---- connection ---- */
 
 static void
@@ -206,6 +340,7 @@ lose_connection(store_pg_t *st, const char *why)
     st->last = NULL;
     st->running = 0; /* the head job is retried from its first statement */
     st->state = PG_DOWN;
+    spool_waiting(st);
     if (!st->closing) {
         uv_timer_start(&st->retry, on_retry, st->backoff_ms, 0);
         st->backoff_ms = st->backoff_ms * 2 > RETRY_MAX_MS
@@ -271,6 +406,9 @@ complete_head(store_pg_t *st, int ok)
     }
     st->queued--;
     st->running = 0;
+    if (job->spool_id[0] != '\0' && st->spool.done != NULL) {
+        st->spool.done(st->spool.arg, job->spool_id);
+    }
     if (job->cb != NULL) {
         job->cb(job->arg, ok, ok ? st->last : NULL);
     }
@@ -482,6 +620,9 @@ store_pg_submit(store_pg_t *st, store_job_t *job, int urgent)
         st->tail = job;
     }
     st->queued++;
+    if (st->state != PG_UP) {
+        spool_job(st, job);
+    }
     if (st->queued % QUEUE_WARN == 0) {
         log_line("postgres: %zu jobs waiting", st->queued);
     }
@@ -525,7 +666,8 @@ store_pg_close(store_pg_t *st)
     lose_connection(st, "closing");
     while ((job = st->head) != NULL) {
         st->head = job->next;
-        log_line("postgres: %s not written (shutdown)", job->what);
+        log_line("postgres: %s not written (shutdown)%s", job->what,
+                 job->spool_id[0] ? "; left in the spool" : "");
         store_job_free(job);
     }
     uv_timer_stop(&st->retry);

@@ -36,6 +36,25 @@ void store_job_free(store_job_t *job);
 /* urgent: before the writes that wait (reads a call depends on). */
 void store_pg_submit(store_pg_t *st, store_job_t *job, int urgent);
 
+/* Writes that must survive a restart of the worker while PostgreSQL is
+ * down. A job marked with store_job_keep() is handed to put() (as a text
+ * document) as soon as it has to wait, and to done() once it committed or
+ * failed for good; put() again is never called for it. */
+typedef struct {
+    void  (*put)(void *arg, const char *id, const char *doc);
+    void  (*done)(void *arg, const char *id);
+    void   *arg;
+} store_spool_t;
+
+/* Ids are "prefix:seq" (seq zero-padded: they sort in submission order). */
+void store_pg_set_spool(store_pg_t *st, const store_spool_t *spool,
+                        const char *prefix);
+void store_job_keep(store_job_t *job);
+/* Queue a write an earlier run spooled (doc as given to put) with the
+ * urgent jobs, so that reads submitted after it see it; done(id) follows
+ * its commit. -1 if doc cannot be read. */
+int store_pg_resubmit(store_pg_t *st, const char *id, const char *doc);
+
 size_t store_pg_queued(const store_pg_t *st);
 int store_pg_is_up(const store_pg_t *st);
 void store_pg_close(store_pg_t *st);

@@ -181,13 +181,13 @@ is_open_status(hr_call_status_t st)
 static json_t *
 pick_call(json_t *calls, int64_t since_ms, int64_t *created_ms)
 {
-    json_t  *c, *best = NULL;
+    json_t  *c, *created, *best = NULL;
     size_t   i;
     int64_t  t, best_t = -1;
 
     json_array_foreach(calls, i, c) {
-        t = parse_rfc2822_ms(json_string_value(json_object_get(c,
-                                                               "date_created")));
+        created = json_object_get(c, "date_created");
+        t = parse_rfc2822_ms(json_string_value(created));
         if (t == 0) {
             if (!is_open_status(session_call_status_parse(
                     json_string_value(json_object_get(c, "status")))))

@@ -4,7 +4,8 @@ WORKER_SRCS = worker/main.c worker/config.c worker/log.c worker/session.c \
               worker/timers.c worker/strmap.c worker/rconn.c worker/rqueue.c \
               worker/stream.c worker/panel_pub.c worker/http_uv.c \
               worker/telephony_twilio.c worker/store_pg.c worker/metrics.c \
-              worker/lease.c
+              worker/lease.c worker/directory.c worker/spool.c \
+              worker/fence.c
 WORKER_LIBS = -luv -lhiredis -lcurl -lpq -ljansson -lsystemd -lm
 
 # libpq's header lives in its own directory on Debian.

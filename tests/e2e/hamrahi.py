@@ -251,3 +251,246 @@ class PanelClient:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(5)
+
+
+# -- telephony (issue 6): sandbox control, worker metrics, per-session views
+
+DEFAULT_SCRIPT = {"behavior": "answer", "after_ms": 1000}
+
+
+def event_at_ms(stack, response):
+    """at_ms that nginx stamped on the event a hook stored (its receive time)."""
+    stream_id = response.json()["id"]
+    (entry,) = stack.redis.xrange("hamrahi:events", stream_id, stream_id)
+    return int(entry[1]["at_ms"])
+
+
+def sandbox_post(stack, path, spec=None):
+    r = http("POST", f"{stack.sandbox_url}{path}", json.dumps(spec or {}).encode(),
+             {"Content-Type": "application/json"})
+    assert r.status == 200, (path, r.status, r.body)
+    return r.json()
+
+
+def sandbox_faults(stack, **spec):
+    """{"status": 429|500|503, "count": N} or {"drop_callbacks": bool}."""
+    return sandbox_post(stack, "/_sandbox/faults", spec)
+
+
+def sandbox_hangup(stack, call_sid):
+    """The party on an in-progress leg hangs up."""
+    return sandbox_post(stack, f"/_sandbox/calls/{call_sid}/hangup")
+
+
+class Scripts:
+    """Scripts sandbox numbers for one test and puts every one of them back to
+    the sandbox's default (answer after 1 s) afterwards, without a reset, which
+    would also forget the calls other assertions may still read."""
+
+    def __init__(self, stack):
+        self.stack = stack
+        self.numbers = set()
+
+    def __call__(self, number, behavior, after_ms=1000, **extra):
+        self.numbers.add(number)
+        self.stack.sandbox_script(number, behavior, after_ms, **extra)
+
+    def restore(self):
+        for number in self.numbers:
+            self.stack.sandbox_script(number, **DEFAULT_SCRIPT)
+
+
+def session_calls(stack, session_id):
+    """The sandbox's legs of one session, oldest first: the citizen's call
+    (its status callback names the session) and the legs it dialled."""
+    calls = stack.sandbox_calls()
+    mark = f"session={session_id}&"
+    roots = {c["sid"] for c in calls
+             if c.get("status_callback") and mark in c["status_callback"]}
+    return [c for c in calls if c["sid"] in roots or c.get("parent_sid") in roots]
+
+
+def citizen_call(stack, session_id):
+    roots = [c for c in session_calls(stack, session_id) if not c.get("parent_sid")]
+    return roots[0] if roots else None
+
+
+def child_calls(stack, session_id):
+    return [c for c in session_calls(stack, session_id) if c.get("parent_sid")]
+
+
+def rows(stack, query, *args):
+    with stack.pg.cursor() as cur:
+        cur.execute(query, args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def call_attempts(stack, session_id):
+    return rows(stack, "SELECT * FROM call_attempts WHERE session_id = %s "
+                "ORDER BY started_at, step", session_id)
+
+
+def escalations(stack, session_id):
+    return rows(stack, "SELECT * FROM escalations WHERE session_id = %s ORDER BY id",
+                session_id)
+
+
+def session_state(stack, session_id):
+    row = stack.session_row(session_id)
+    return row["state"] if row else None
+
+
+def event_applied(stack, response):
+    """True once the worker committed the effects of the event a hook stored."""
+    stream_id = response.json()["id"]
+    return bool(stack.sql("SELECT 1 FROM processed_events WHERE stream_id = %s", stream_id))
+
+
+def worker_metrics(stack, url_key="HAMRAHI_WORKER_METRICS_URL"):
+    """The worker's Prometheus text as {'name{labels}': value}."""
+    r = http("GET", stack.env[url_key])
+    assert r.status == 200, r.status
+    metrics = {}
+    for line in r.body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            metrics[name] = float(value)
+    return metrics
+
+
+def pending_entries_of(stack, session_id, key="hamrahi:events", group="fallback"):
+    """Entries of the session still pending (delivered, not acknowledged)."""
+    pending = stack.redis.xpending_range(key, group, min="-", max="+", count=10000)
+    left = []
+    for p in pending:
+        entry = stack.redis.xrange(key, p["message_id"], p["message_id"])
+        if entry and entry[0][1].get("session_id") == session_id:
+            left.append(p["message_id"])
+    return left
+
+
+def abandon_entries(stack, session_id):
+    return [fields for _, fields in stack.redis.xrange("hamrahi:signalling")
+            if fields.get("session_id") == session_id]
+
+
+def twiml_keys(stack, session_id):
+    return stack.redis.keys(f"hamrahi:twiml:{session_id}:*")
+
+
+# -- hooks (tests/e2e/test_10_hooks_*.py, test_80_hooks_redis_chaos.py)
+
+def events_of(stack, session_id, count=5000):
+    """The newest `count` hamrahi:events entries of one session, newest first."""
+    return [e for e in stack.redis.xrevrange("hamrahi:events", count=count)
+            if e[1].get("session_id") == session_id]
+
+
+def telephony_token(stack):
+    return read_secret(stack.env["HAMRAHI_TELEPHONY_TOKEN_FILE"]).decode()
+
+
+def twilio_signature(token, url, params):
+    """X-Twilio-Signature as Twilio computes it, by its own helper library."""
+    from twilio.request_validator import RequestValidator
+    return RequestValidator(token).compute_signature(url, params)
+
+
+def post_telephony(stack, kind, query, params, signed_url=None, signature=None,
+                   sign=True, headers=None, base_url=None, token=None):
+    """POST a form callback to /v1/telephony/{kind}?{query}, signed over
+    signed_url (default: the URL it is sent to) unless signature is given."""
+    base_url = base_url or stack.url
+    path = f"/v1/telephony/{kind}?{urllib.parse.urlencode(query)}"
+    body = urllib.parse.urlencode(params).encode()
+    h = {"Content-Type": "application/x-www-form-urlencoded"}
+    if sign:
+        h["X-Twilio-Signature"] = signature or twilio_signature(
+            token or telephony_token(stack), signed_url or stack.url + path, params)
+    h.update(headers or {})
+    return http("POST", base_url + path, body, h)
+
+
+def hook_metrics(stack):
+    """The module's hamrahi_status page as {'name{labels}': value}."""
+    r = http("GET", stack.url + "/metrics")
+    assert r.status == 200, r.status
+    metrics = {}
+    for line in r.body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            metrics[name] = float(value)
+    return metrics
+
+
+class PrivateNginx:
+    """A second nginx with the module and a configuration of a test's own
+    (same Redis and secrets as the stack), for what the stack's nginx.conf
+    cannot show. Loopback, a free port, state in a temporary directory."""
+
+    ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    MODULE = os.path.join(ROOT, "build/nginx/ngx_http_hamrahi_module.so")
+
+    def __init__(self, stack, directory, http_directives, locations, redis=True):
+        import socket
+        self.dir = directory
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        subs = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        for sub in subs:
+            os.makedirs(os.path.join(directory, "tmp", sub), exist_ok=True)
+        temp = "".join(f"    {sub}_temp_path {directory}/tmp/{sub};\n" for sub in subs)
+        self.conf = os.path.join(directory, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"load_module {self.MODULE};\nworker_processes 1;\n"
+                    f"pid {directory}/nginx.pid;\nerror_log {directory}/error.log info;\n"
+                    "events { worker_connections 64; }\nhttp {\n    access_log off;\n"
+                    + temp
+                    + (f"    hamrahi_redis 127.0.0.1:{stack.env['HAMRAHI_REDIS_PORT']};\n"
+                       if redis else "")
+                    + f"{http_directives}\n    server {{\n"
+                    f"        listen 127.0.0.1:{self.port};\n{locations}\n    }}\n}}\n")
+        self.pid = None
+
+    def _nginx(self, *args):
+        import subprocess
+        return subprocess.run(["nginx", "-p", self.dir, "-c", self.conf, "-e",
+                               os.path.join(self.dir, "error.log"), *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=30)
+
+    def check(self):
+        """`nginx -t`: (exit code, output)."""
+        proc = self._nginx("-t")
+        return proc.returncode, proc.stdout
+
+    def start(self):
+        proc = self._nginx()
+        assert proc.returncode == 0, proc.stdout
+        pid_file = os.path.join(self.dir, "nginx.pid")
+        wait_until(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(), 10,
+                   what="nginx pid file")
+        self.pid = int(open(pid_file).read())
+        wait_until(self._answers, 10, what="nginx answering")
+        return self
+
+    def _answers(self):
+        try:
+            return http("GET", self.url + "/", timeout=1).status > 0
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.pid is None:
+            return
+        import signal
+        try:
+            os.kill(self.pid, signal.SIGQUIT)
+            wait_until(lambda: not os.path.exists(f"/proc/{self.pid}"), 10,
+                       what="nginx exit")
+        except ProcessLookupError:
+            pass
+        self.pid = None

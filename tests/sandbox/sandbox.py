@@ -1004,6 +1004,9 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The default listen backlog (5) drops connects when a burst of sessions
+    # expires in the same second; a real provider takes them all.
+    request_queue_size = 1024
     allow_reuse_address = True
 
     def __init__(self, address, sandbox):

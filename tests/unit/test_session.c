@@ -27,7 +27,7 @@ static const hr_policy_t policy = {
 };
 
 /* Contacts variants for HR_EV_CONTACTS rows. */
-enum { ON_DUTY, OFF_DUTY, NO_PHONE, STORED_CLOSED };
+enum { ON_DUTY, OFF_DUTY, NO_PHONE, STORED_CLOSED, NOBODY_ON_DUTY };
 
 typedef struct {
     hr_event_kind_t   ev;
@@ -60,8 +60,8 @@ make_event(const row_t *r)
     case HR_EV_CONTACTS:
         ev.citizen_phone = r->arg == NO_PHONE ? "" : "+15550000001";
         ev.operator_phone = "+15550000101";
-        ev.operator_on_duty = r->arg != OFF_DUTY;
-        ev.supervisor_phone = "+15550000201";
+        ev.operator_on_duty = r->arg != OFF_DUTY && r->arg != NOBODY_ON_DUTY;
+        ev.supervisor_phone = r->arg == NOBODY_ON_DUTY ? "" : "+15550000201";
         ev.stored_state = r->arg == STORED_CLOSED ? HR_ST_CLOSED : HR_ST_NEW;
         ev.call_sid = NULL;
         break;
@@ -296,6 +296,76 @@ test_ac2_provider_errors(void **state)
     assert_int_equal(s->timers_armed, 0);
 }
 
+/* A failed search for an earlier call is retried after a pause, never
+ * dropped (the session would wait for ever) nor repeated at once. */
+static const row_t ac2_search_retry[] = {
+    { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_CONTACTS, 20, ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, HR_ST_CALLING,
+      HR_ACT_CREATE_CALL, NONE },
+    { HR_EV_CALL_REJECTED, 5050, HR_FAIL_UNCERTAIN, 0, HR_ST_FALLBACK,
+      HR_ACT_ARM_TIMER, HR_ACT_CREATE_CALL },
+    { HR_EV_TIMER, 5200, HR_TIMER_RETRY, 0, HR_ST_FALLBACK, HR_ACT_FIND_CALL,
+      HR_ACT_CREATE_CALL },
+    { HR_EV_CALL_REJECTED, 5210, HR_FAIL_UNCERTAIN, 0, HR_ST_FALLBACK,
+      HR_ACT_ARM_TIMER, HR_ACT_FIND_CALL },
+    { HR_EV_TIMER, 5400, HR_TIMER_RETRY, 0, HR_ST_FALLBACK, HR_ACT_FIND_CALL,
+      HR_ACT_CREATE_CALL },
+    { HR_EV_CALL_REJECTED, 5410, HR_FAIL_NOT_SENT, 0, HR_ST_FALLBACK,
+      HR_ACT_ARM_TIMER, HR_ACT_FIND_CALL },
+    { HR_EV_TIMER, 5600, HR_TIMER_RETRY, 0, HR_ST_FALLBACK, HR_ACT_FIND_CALL,
+      HR_ACT_CREATE_CALL },
+    /* the search itself is refused: better a second call than none */
+    { HR_EV_CALL_REJECTED, 5610, HR_FAIL_REFUSED, 0, HR_ST_CALLING,
+      HR_ACT_CREATE_CALL, HR_ACT_ESCALATE },
+    { HR_EV_CALL_CREATED, 5620, 0, 0, HR_ST_RINGING, HR_ACT_RECORD, NONE },
+};
+
+/* The budget runs out while the provider cannot even be searched. */
+static const row_t ac2_search_budget[] = {
+    { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_CONTACTS, 20, ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, HR_ST_CALLING, NONE, NONE },
+    { HR_EV_CALL_REJECTED, 5050, HR_FAIL_UNCERTAIN, 0, HR_ST_FALLBACK,
+      HR_ACT_ARM_TIMER, NONE },
+    { HR_EV_TIMER, 5200, HR_TIMER_RETRY, 0, HR_ST_FALLBACK, HR_ACT_FIND_CALL,
+      NONE },
+    { HR_EV_CALL_REJECTED, 65000, HR_FAIL_UNCERTAIN, 0, HR_ST_CLOSED,
+      HR_ACT_ESCALATE, HR_ACT_ARM_TIMER },
+};
+
+/* AC8 after a lost create answer: the search for the call to cancel is
+ * retried with a pause, not in a tight loop against a failing provider. */
+static const row_t ac8_search_retry[] = {
+    { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_CONTACTS, 20, ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, HR_ST_CALLING, NONE, NONE },
+    { HR_EV_STREAM_ACTIVE, 5010, 0, 0, HR_ST_CANCELLING, NONE, NONE },
+    { HR_EV_CALL_REJECTED, 5050, HR_FAIL_UNCERTAIN, 0, HR_ST_CANCELLING,
+      HR_ACT_ARM_TIMER, HR_ACT_FIND_CALL },
+    { HR_EV_TIMER, 5200, HR_TIMER_RETRY, 0, HR_ST_CANCELLING,
+      HR_ACT_FIND_CALL, HR_ACT_CREATE_CALL },
+    { HR_EV_CALL_REJECTED, 5210, HR_FAIL_UNCERTAIN, 0, HR_ST_CANCELLING,
+      HR_ACT_ARM_TIMER, HR_ACT_FIND_CALL },
+    { HR_EV_TIMER, 5400, HR_TIMER_RETRY, 0, HR_ST_CANCELLING,
+      HR_ACT_FIND_CALL, NONE },
+    { HR_EV_CALL_FOUND, 5410, 1, 0, HR_ST_CANCELLING, HR_ACT_CANCEL_CALL,
+      HR_ACT_CREATE_CALL },
+};
+
+
+static void
+test_ac2_search_errors(void **state)
+{
+    session_t *s = new_session();
+
+    (void) state;
+    RUN_ON(s, ac2_search_retry);
+    assert_int_equal(s->calls_created, 1);
+    RUN(ac2_search_budget);
+    RUN(ac8_search_retry);
+}
+
 /* ---- AC3 + AC7: routing and the supervisor fallback chain ---- */
 
 static void
@@ -376,6 +446,82 @@ static const row_t ac7_answered[] = {
     { HR_EV_DIAL_RESULT, 90100, HR_CALL_COMPLETED, 1, HR_ST_CONNECTED, NONE,
       HR_ACT_RECORD },
 };
+
+
+/* Nobody on duty to bridge her to: she hears so, and it is escalated. */
+static const row_t ac7_nobody[] = {
+    { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_CONTACTS, 20, NOBODY_ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, HR_ST_CALLING,
+      HR_ACT_CREATE_CALL, HR_ACT_ESCALATE },
+    { HR_EV_CALL_CREATED, 5000, 0, 0, HR_ST_RINGING, NONE, HR_ACT_ESCALATE },
+    { HR_EV_CALL_STATUS, 7000, HR_CALL_IN_PROGRESS, 0, HR_ST_CONNECTED,
+      HR_ACT_ESCALATE, NONE },
+    { HR_EV_CALL_STATUS, 7100, HR_CALL_COMPLETED, 0, HR_ST_CLOSED,
+      HR_ACT_FORGET, HR_ACT_ESCALATE },
+};
+
+/* The answer callback was lost: the final one escalates instead. */
+static const row_t ac7_nobody_no_answer_callback[] = {
+    { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_CONTACTS, 20, NOBODY_ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, HR_ST_CALLING, NONE, NONE },
+    { HR_EV_CALL_CREATED, 5000, 0, 0, HR_ST_RINGING, NONE, NONE },
+    { HR_EV_CALL_STATUS, 7100, HR_CALL_COMPLETED, 0, HR_ST_CLOSED,
+      HR_ACT_ESCALATE, NONE },
+};
+
+
+/* She answered, then hung up before any leg of the chain answered. */
+static const row_t ac7_hung_up_before_bridge[] = {
+    { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_CONTACTS, 20, ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, HR_ST_CALLING, NONE, NONE },
+    { HR_EV_CALL_CREATED, 5000, 0, 0, HR_ST_RINGING, NONE, NONE },
+    { HR_EV_CALL_STATUS, 7000, HR_CALL_IN_PROGRESS, 0, HR_ST_CONNECTED, NONE,
+      HR_ACT_ESCALATE },
+    { HR_EV_CALL_STATUS, 9000, HR_CALL_COMPLETED, 0, HR_ST_CLOSED,
+      HR_ACT_ESCALATE, NONE },
+    { HR_EV_DIAL_RESULT, 9001, HR_CALL_CANCELED, 1, HR_ST_CLOSED, NONE,
+      HR_ACT_ESCALATE },
+};
+
+/* A bridged conversation that ended normally is not escalated. */
+static const row_t ac3_bridged_and_over[] = {
+    { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_CONTACTS, 20, ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, HR_ST_CALLING, NONE, NONE },
+    { HR_EV_CALL_CREATED, 5000, 0, 0, HR_ST_RINGING, NONE, NONE },
+    { HR_EV_CALL_STATUS, 7000, HR_CALL_IN_PROGRESS, 0, HR_ST_CONNECTED, NONE,
+      NONE },
+    { HR_EV_CALL_STATUS, 8000, HR_CALL_IN_PROGRESS, HR_LEG_OPERATOR,
+      HR_ST_CONNECTED, HR_ACT_END_AFTER_STEP, NONE },
+    { HR_EV_DIAL_RESULT, 60000, HR_CALL_COMPLETED, 1, HR_ST_CONNECTED,
+      HR_ACT_RECORD, HR_ACT_ESCALATE },
+    { HR_EV_CALL_STATUS, 60001, HR_CALL_COMPLETED, 0, HR_ST_CLOSED,
+      HR_ACT_FORGET, HR_ACT_ESCALATE },
+};
+
+
+static void
+test_ac7_hung_up_before_the_bridge(void **state)
+{
+    (void) state;
+    RUN(ac7_hung_up_before_bridge);
+    RUN(ac3_bridged_and_over);
+}
+
+
+static void
+test_ac7_nobody_on_duty(void **state)
+{
+    session_t *s = new_session();
+
+    (void) state;
+    RUN_ON(s, ac7_nobody);
+    assert_int_equal(s->ndial, 0);
+    RUN(ac7_nobody_no_answer_callback);
+}
 
 
 static void
@@ -548,9 +694,41 @@ test_ac8_ac9_call_wins(void **state)
 
     (void) state;
     RUN_ON(s, ac8_call_first);
-    /* AC9: nothing of the session stays armed once the call connected */
-    assert_int_equal(s->timers_armed, 0);
+    /* AC9: nothing of the session stays armed once the call connected but
+     * the check of the call's status (its end may go unheard) */
+    assert_int_equal(s->timers_armed, 1u << HR_TIMER_BACKSTOP);
     assert_true(s->fallback_recorded);
+}
+
+
+/* The final callback of a connected call is lost: the periodic status
+ * check fetches the call, re-arms itself, and the fetched end closes it. */
+static const row_t connected_end_unheard[] = {
+    { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_CONTACTS, 20, ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
+    { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, HR_ST_CALLING, NONE, NONE },
+    { HR_EV_CALL_CREATED, 5000, 0, 0, HR_ST_RINGING, NONE, NONE },
+    { HR_EV_CALL_STATUS, 6000, HR_CALL_IN_PROGRESS, 0, HR_ST_CONNECTED,
+      NONE, NONE },
+    { HR_EV_TIMER, 46000, HR_TIMER_BACKSTOP, 0, HR_ST_CONNECTED,
+      HR_ACT_FETCH_CALL, NONE },
+    { HR_EV_CALL_STATUS, 46100, HR_CALL_IN_PROGRESS, 0, HR_ST_CONNECTED,
+      NONE, HR_ACT_FORGET },
+    { HR_EV_TIMER, 86000, HR_TIMER_BACKSTOP, 0, HR_ST_CONNECTED,
+      HR_ACT_FETCH_CALL, NONE },
+    { HR_EV_CALL_STATUS, 86100, HR_CALL_COMPLETED, 0, HR_ST_CLOSED,
+      HR_ACT_FORGET, NONE },
+};
+
+
+static void
+test_connected_call_end_unheard_is_fetched(void **state)
+{
+    session_t *s = new_session();
+
+    (void) state;
+    RUN_ON(s, connected_end_unheard);
+    assert_int_equal(s->timers_armed, 0);
 }
 
 /* ---- AC10: early release, never activated ---- */
@@ -694,6 +872,34 @@ test_redelivered_activation_finds_first(void **state)
     session_apply(s, &ev, 10, acts, HR_ACT_MAX);
     RUN_ON(s, rest);
     assert_int_equal(s->calls_created, 1);
+}
+
+
+/* date_created has 1 s resolution: the adopted call's initiation time is
+ * never recorded before the fallback decision. */
+static void
+test_found_call_not_older_than_the_fallback(void **state)
+{
+    session_t   *s = new_session();
+    hr_action_t  acts[HR_ACT_MAX];
+    row_t        r = { HR_EV_ACTIVATED, 0, 0, 0, 0, 0, 0 };
+    row_t        found = { HR_EV_CALL_FOUND, 4000, 1, 0, 0, 0, 0 };
+    hr_event_t   ev = make_event(&r);
+    const row_t  rest[] = {
+        { HR_EV_CONTACTS, 20, ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
+        { HR_EV_TIMER, 5300, HR_TIMER_WATCHDOG, 0, HR_ST_FALLBACK,
+          HR_ACT_FIND_CALL, HR_ACT_CREATE_CALL },
+    };
+
+    (void) state;
+    ev.redelivered = 1;
+    session_apply(s, &ev, 300, acts, HR_ACT_MAX);
+    RUN_ON(s, rest);
+    ev = make_event(&found);
+    session_apply(s, &ev, 5400, acts, HR_ACT_MAX);
+    assert_int_equal(s->state, HR_ST_RINGING);
+    assert_int_equal(s->webrtc_failed_at_ms, 5000); /* the deadline */
+    assert_int_equal(s->call_initiated_at_ms, 5000);
 }
 
 
@@ -1000,15 +1206,19 @@ main(void)
         cmocka_unit_test(test_ac4_signalling_error),
         cmocka_unit_test(test_ac2_contacts_after_deadline),
         cmocka_unit_test(test_ac2_provider_errors),
+        cmocka_unit_test(test_ac2_search_errors),
         cmocka_unit_test(test_ac3_routing),
         cmocka_unit_test(test_ac7_operator_then_supervisor),
         cmocka_unit_test(test_ac7_operator_answers),
+        cmocka_unit_test(test_ac7_nobody_on_duty),
+        cmocka_unit_test(test_ac7_hung_up_before_the_bridge),
         cmocka_unit_test(test_ac6_unanswered),
         cmocka_unit_test(test_ac6_backstop),
         cmocka_unit_test(test_backstop_unknown_call),
         cmocka_unit_test(test_ac8_stream_wins),
         cmocka_unit_test(test_ac8_stream_wins_before_created),
         cmocka_unit_test(test_ac8_ac9_call_wins),
+        cmocka_unit_test(test_connected_call_end_unheard_is_fetched),
         cmocka_unit_test(test_ac10_release_before_deadline),
         cmocka_unit_test(test_ac10_never_activated),
         cmocka_unit_test(test_ac10_release_while_ringing),
@@ -1016,6 +1226,7 @@ main(void)
         cmocka_unit_test(test_stream_failed_before_activated),
         cmocka_unit_test(test_row_already_finished),
         cmocka_unit_test(test_redelivered_activation_finds_first),
+        cmocka_unit_test(test_found_call_not_older_than_the_fallback),
         cmocka_unit_test(test_stale_activation),
         cmocka_unit_test(test_no_verified_phone),
         cmocka_unit_test(test_names),

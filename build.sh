@@ -80,8 +80,11 @@ node_deps() {
     local dir="$ROOT/tests/e2e/node"
     [ -d "$dir/node_modules/ws" ] && return 0
     log "installing the Node test client's packages (npm ci)"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
-        || log "warning: npm ci failed in $dir; the Node client test will fail"
+    # Trust the system's CA bundle (it carries any local proxy's CA too).
+    local ca=/etc/ssl/certs/ca-certificates.crt cafile=()
+    [ -f "$ca" ] && cafile=(--cafile "$ca")
+    (cd "$dir" && npm ci "${cafile[@]}" --no-audit --no-fund --loglevel=error >/dev/null) \
+        || log "warning: npm ci failed in $dir; the Node client test will be skipped"
 }
 
 # ---------------------------------------------------------------- build

@@ -77,8 +77,6 @@ static ngx_int_t ngx_http_hamrahi_hooks_reject_early(ngx_http_request_t *r,
     const char *detail);
 static ngx_uint_t ngx_http_hamrahi_hooks_type_is(ngx_http_request_t *r,
     const char *type);
-static ngx_str_t *ngx_http_hamrahi_hooks_header(ngx_http_request_t *r,
-    const char *name);
 static u_char *ngx_http_hamrahi_hooks_read_body(ngx_http_request_t *r,
     size_t max, size_t *len);
 static void ngx_http_hamrahi_hooks_body_handler(ngx_http_request_t *r);
@@ -322,38 +320,6 @@ ngx_http_hamrahi_hooks_type_is(ngx_http_request_t *r, const char *type)
 }
 
 
-static ngx_str_t *
-ngx_http_hamrahi_hooks_header(ngx_http_request_t *r, const char *name)
-{
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    len = ngx_strlen(name);
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i].value;
-        }
-    }
-}
-
-
 static ngx_int_t
 ngx_http_hamrahi_hooks_signalling(ngx_http_request_t *r,
     ngx_http_hamrahi_hooks_ctx_t *ctx, u_char *body, size_t len)
@@ -362,13 +328,15 @@ ngx_http_hamrahi_hooks_signalling(ngx_http_request_t *r,
     int64_t                        t;
     ngx_int_t                      rc;
     ngx_str_t                     *sig;
+    ngx_table_elt_t               *hdr;
     hamrahi_event_t                ev;
     hamrahi_auth_result_t          res;
     ngx_http_hamrahi_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_hamrahi_module);
 
-    sig = ngx_http_hamrahi_hooks_header(r, "X-Hamrahi-Signature");
+    hdr = ngx_http_hamrahi_request_header(r, "X-Hamrahi-Signature");
+    sig = hdr ? &hdr->value : NULL;
     t = 0;
 
     res = hamrahi_auth_verify_hook(hmcf->hook_secret.data,
@@ -572,6 +540,7 @@ ngx_http_hamrahi_hooks_twilio_auth(ngx_http_request_t *r, hamrahi_kv_t *form,
     size_t                         lens[2];
     u_char                        *u0, *u1;
     ngx_str_t                     *sig;
+    ngx_table_elt_t               *hdr;
     const char                    *urls[2];
     hamrahi_kv_t                  *sorted;
     hamrahi_auth_result_t          res;
@@ -579,7 +548,8 @@ ngx_http_hamrahi_hooks_twilio_auth(ngx_http_request_t *r, hamrahi_kv_t *form,
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_hamrahi_module);
 
-    sig = ngx_http_hamrahi_hooks_header(r, "X-Twilio-Signature");
+    hdr = ngx_http_hamrahi_request_header(r, "X-Twilio-Signature");
+    sig = hdr ? &hdr->value : NULL;
 
     lens[0] = hmcf->public_url_without_port.len + r->unparsed_uri.len;
     lens[1] = hmcf->public_url_with_port.len + r->unparsed_uri.len;

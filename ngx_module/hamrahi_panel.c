@@ -37,8 +37,6 @@ static ngx_int_t ngx_http_hamrahi_panel_check_upgrade(ngx_http_request_t *r,
     char *accept, const char **error, const char **detail);
 static ngx_uint_t ngx_http_hamrahi_panel_has_token(ngx_table_elt_t *h,
     const char *token);
-static ngx_table_elt_t *ngx_http_hamrahi_panel_header(ngx_http_request_t *r,
-    const char *name);
 static ngx_int_t ngx_http_hamrahi_panel_start(ngx_http_request_t *r,
     ngx_http_hamrahi_panel_loc_conf_t *plcf, hamrahi_jwt_claims_t *claims,
     const char *accept, uint64_t since, ngx_str_t *epoch);
@@ -238,7 +236,7 @@ ngx_http_hamrahi_panel_origin_allowed(ngx_http_request_t *r,
         return 1;
     }
 
-    origin = ngx_http_hamrahi_panel_header(r, "Origin");
+    origin = ngx_http_hamrahi_request_header(r, "Origin");
     if (origin == NULL) {
         return 1;
     }
@@ -372,7 +370,7 @@ ngx_http_hamrahi_panel_check_upgrade(ngx_http_request_t *r, char *accept,
     ngx_table_elt_t  *version, *key, *connection;
 
     /* nginx keeps no pointer to Connection: look it up */
-    connection = ngx_http_hamrahi_panel_header(r, "Connection");
+    connection = ngx_http_hamrahi_request_header(r, "Connection");
 
     if (!ngx_http_hamrahi_panel_has_token(r->headers_in.upgrade, "websocket")
         || !ngx_http_hamrahi_panel_has_token(connection, "upgrade"))
@@ -382,7 +380,7 @@ ngx_http_hamrahi_panel_check_upgrade(ngx_http_request_t *r, char *accept,
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    version = ngx_http_hamrahi_panel_header(r, "Sec-WebSocket-Version");
+    version = ngx_http_hamrahi_request_header(r, "Sec-WebSocket-Version");
 
     if (version == NULL || version->value.len != 2
         || ngx_strncmp(version->value.data, "13", 2) != 0)
@@ -392,7 +390,7 @@ ngx_http_hamrahi_panel_check_upgrade(ngx_http_request_t *r, char *accept,
         return NGX_HTTP_HAMRAHI_UPGRADE_REQUIRED;
     }
 
-    key = ngx_http_hamrahi_panel_header(r, "Sec-WebSocket-Key");
+    key = ngx_http_hamrahi_request_header(r, "Sec-WebSocket-Key");
 
     if (key == NULL
         || hamrahi_ws_accept_key((const char *) key->value.data,
@@ -446,39 +444,6 @@ ngx_http_hamrahi_panel_has_token(ngx_table_elt_t *h, const char *token)
     }
 
     return 0;
-}
-
-
-static ngx_table_elt_t *
-ngx_http_hamrahi_panel_header(ngx_http_request_t *r, const char *name)
-{
-    size_t            n;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    n = ngx_strlen(name);
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == n
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, n) == 0)
-        {
-            return &h[i];
-        }
-    }
 }
 
 

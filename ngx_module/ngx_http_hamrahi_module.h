@@ -59,4 +59,9 @@ extern ngx_module_t  ngx_http_hamrahi_panel_module;
 ngx_int_t ngx_http_hamrahi_redis_attach(redisAsyncContext *ac, ngx_log_t *log);
 
 
+/* A request header by name (case-insensitive), or NULL. */
+ngx_table_elt_t *ngx_http_hamrahi_request_header(ngx_http_request_t *r,
+    const char *name);
+
+
 #endif /* NGX_HTTP_HAMRAHI_MODULE_H */

@@ -138,15 +138,12 @@ ngx_http_hamrahi_fanout_init_process(ngx_cycle_t *cycle)
 
     fo->log = cycle->log;
     fo->backoff = NGX_HTTP_HAMRAHI_FANOUT_BACKOFF_MIN;
-    fo->retry.handler = ngx_http_hamrahi_fanout_retry_handler;
-    fo->retry.log = cycle->log;
-    fo->retry.data = fo;
-    /* a pending reconnect must not keep a quitting worker alive */
-    fo->retry.cancelable = 1;
-    fo->catch_up_timer.handler = ngx_http_hamrahi_fanout_catch_up_handler;
-    fo->catch_up_timer.log = cycle->log;
-    fo->catch_up_timer.data = fo;
-    fo->catch_up_timer.cancelable = 1;
+    ngx_http_hamrahi_timer_init(&fo->retry,
+                                ngx_http_hamrahi_fanout_retry_handler, fo,
+                                cycle->log);
+    ngx_http_hamrahi_timer_init(&fo->catch_up_timer,
+                                ngx_http_hamrahi_fanout_catch_up_handler, fo,
+                                cycle->log);
 
     pmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_hamrahi_panel_module);

@@ -75,15 +75,12 @@ ngx_http_hamrahi_redis_init_process(ngx_cycle_t *cycle,
     rd->log = cycle->log;
     ngx_queue_init(&rd->pending);
 
-    rd->reconnect.handler = ngx_http_hamrahi_redis_reconnect_handler;
-    rd->reconnect.log = cycle->log;
-    rd->reconnect.data = rd;
-    rd->reconnect.cancelable = 1;
-
-    rd->connect_timer.handler = ngx_http_hamrahi_redis_connect_timeout;
-    rd->connect_timer.log = cycle->log;
-    rd->connect_timer.data = rd;
-    rd->connect_timer.cancelable = 1;
+    ngx_http_hamrahi_timer_init(&rd->reconnect,
+                                ngx_http_hamrahi_redis_reconnect_handler, rd,
+                                cycle->log);
+    ngx_http_hamrahi_timer_init(&rd->connect_timer,
+                                ngx_http_hamrahi_redis_connect_timeout, rd,
+                                cycle->log);
 
     ngx_http_hamrahi_redis_connect();
 

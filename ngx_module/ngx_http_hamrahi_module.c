@@ -688,3 +688,18 @@ ngx_http_hamrahi_request_header(ngx_http_request_t *r, const char *name)
         }
     }
 }
+
+
+/*
+ * A worker-lifetime timer that never keeps a quitting worker alive
+ * (cancelable): the module's reconnect and retry timers.
+ */
+void
+ngx_http_hamrahi_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
+    void *data, ngx_log_t *log)
+{
+    ev->handler = handler;
+    ev->data = data;
+    ev->log = log;
+    ev->cancelable = 1;
+}

@@ -63,5 +63,9 @@ ngx_int_t ngx_http_hamrahi_redis_attach(redisAsyncContext *ac, ngx_log_t *log);
 ngx_table_elt_t *ngx_http_hamrahi_request_header(ngx_http_request_t *r,
     const char *name);
 
+/* A cancelable timer event (never keeps a quitting worker alive). */
+void ngx_http_hamrahi_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
+    void *data, ngx_log_t *log);
+
 
 #endif /* NGX_HTTP_HAMRAHI_MODULE_H */

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from hamrahi import Stack  # noqa: E402
+from hamrahi import Scripts, Stack  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -16,6 +16,14 @@ def stack():
     s = Stack()
     yield s
     s.close()
+
+
+@pytest.fixture
+def script(stack):
+    """Scripts sandbox numbers for one test and restores them afterwards."""
+    s = Scripts(stack)
+    yield s
+    s.restore()
 
 
 @pytest.fixture

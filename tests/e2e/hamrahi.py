@@ -494,3 +494,10 @@ class PrivateNginx:
         except ProcessLookupError:
             pass
         self.pid = None
+
+
+def fail_stream(stack, session_id):
+    """Signalling reports a fatal error: the fallback starts at once."""
+    r = stack.post_hook(session_id, "stream", {"state": "failed", "reason": "ice_failed"})
+    assert r.status == 202, r.body
+    return r

@@ -7,9 +7,7 @@ Seed (sql/seed_demo.sql): st-1 has op-1 (on duty), sup-1 (on duty) and op-3
 scripted per test and put back to the sandbox's default afterwards.
 """
 
-import pytest
-
-from hamrahi import (Scripts, abandon_entries, call_attempts, child_calls, citizen_call,
+from hamrahi import (fail_stream, abandon_entries, call_attempts, child_calls, citizen_call,
                      escalations, event_at_ms, pending_entries_of, sandbox_hangup,
                      session_calls, session_state, twiml_keys, wait_until, worker_metrics)
 
@@ -17,20 +15,6 @@ WATCHDOG_MS = 5000
 OP1 = "+15550000101"
 OP3 = "+15550000103"
 SUP1 = "+15550000201"
-
-
-@pytest.fixture
-def script(stack):
-    s = Scripts(stack)
-    yield s
-    s.restore()
-
-
-def fail_stream(stack, session_id):
-    """Signalling reports a fatal error: the fallback starts at once."""
-    r = stack.post_hook(session_id, "stream", {"state": "failed", "reason": "ice_failed"})
-    assert r.status == 202, r.body
-    return r
 
 
 def answered_call(stack, session_id, timeout=10):

@@ -8,24 +8,11 @@ import time
 import pytest
 
 from conftest import build_sh
-from hamrahi import (Scripts, call_attempts, child_calls, citizen_call, escalations,
+from hamrahi import (fail_stream, call_attempts, child_calls, citizen_call, escalations,
                      sandbox_faults, sandbox_hangup, session_calls, session_state,
                      wait_until, worker_metrics)
 
 OP1 = "+15550000101"
-
-
-@pytest.fixture
-def script(stack):
-    s = Scripts(stack)
-    yield s
-    s.restore()
-
-
-def fail_stream(stack, session_id):
-    r = stack.post_hook(session_id, "stream", {"state": "failed", "reason": "ice_failed"})
-    assert r.status == 202, r.body
-    return r
 
 
 def closed(stack, session_id, timeout=10):

@@ -3,21 +3,12 @@ watchdog boundary. The stream wins while her phone still rings: the call is
 cancelled and no fallback record stays. The call connects first: the later
 stream is ignored and WebRTC is abandoned."""
 
-import pytest
-
-from hamrahi import (Scripts, abandon_entries, child_calls, citizen_call, event_applied,
+from hamrahi import (abandon_entries, child_calls, citizen_call, event_applied,
                      sandbox_hangup, session_state, wait_until)
 
 WATCHDOG_MS = 5000
 FALLBACK_FIELDS = ("webrtc_failed_at", "fallback_reason", "call_initiated_at",
                    "provider_call_ref")
-
-
-@pytest.fixture
-def script(stack):
-    s = Scripts(stack)
-    yield s
-    s.restore()
 
 
 def stream_active(stack, session_id):

@@ -7,7 +7,9 @@
 #include "rconn.h"
 
 #define BACKOFF_FIRST_MS  100
-#define BACKOFF_MAX_MS    2000
+/* Small cap: after an outage the worker must read the events stored since
+ * (a stream_active that cancels a ringing call, AC8) within about a second. */
+#define BACKOFF_MAX_MS    1000
 #define CONNECT_MAX_MS    1000
 #define PING_EVERY_MS     1000
 #define PING_MAX_MS       3000
@@ -42,10 +44,14 @@ on_retry(uv_timer_t *t)
 static void
 schedule_retry(rconn_t *rc)
 {
+    uint64_t  delay;
+
     if (rc->closing) {
         return;
     }
-    uv_timer_start(&rc->retry, on_retry, rc->backoff_ms, 0);
+    /* Jitter in [backoff/2, backoff] so the workers do not retry in step. */
+    delay = rc->backoff_ms / 2 + uv_hrtime() % (rc->backoff_ms / 2 + 1);
+    uv_timer_start(&rc->retry, on_retry, delay, 0);
     rc->backoff_ms = rc->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
                                                          : rc->backoff_ms * 2;
 }

@@ -58,7 +58,7 @@ def main():
             except AssertionError:
                 break
             say(at, f"panel update received: state={msg.get('state')} mode={msg.get('mode')} "
-                    f"seq={msg.get('seq')}")
+                    f"call_ref={msg.get('provider_call_ref', '-')} seq={msg.get('seq')}")
             got_panel = got_panel or msg.get("state") == "phone_fallback_active"
         row = stack.session_row(session)
         if row and row.get("provider_call_ref") and not got_record:

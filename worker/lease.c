@@ -7,9 +7,12 @@
 #include "lease.h"
 #include "log.h"
 
-#define LEASE_TTL_MS    "1500"
-#define LEASE_TTL       1500
+/* A standby takes over at most TTL + TRY after the holder's last renewal
+ * (DESIGN.md: within 2 s of its death); the holder renews four times a TTL. */
+#define LEASE_TTL_MS    "1200"
+#define LEASE_TTL       1200
 #define LEASE_RENEW_MS  300
+#define LEASE_TRY_MS    100
 /* Clocks of two hosts drift; the lease counts as ours this much less. */
 #define LEASE_MARGIN_MS 200
 
@@ -129,6 +132,9 @@ tick(uv_timer_t *t)
     if (l->asking || !rconn_is_up(l->cmd)) {
         return;
     }
+    if (l->held && uv_now(l->loop) - l->asked_at < LEASE_RENEW_MS) {
+        return;
+    }
     l->asked_at = uv_now(l->loop);
     if (l->held) {
         l->asking = rconn_command(l->cmd, on_renew, l, 6, renew, NULL) == 0;
@@ -162,7 +168,7 @@ lease_new(uv_loop_t *loop, rconn_t *cmd, const char *key, const char *owner,
     l->arg = arg;
     uv_timer_init(loop, &l->timer);
     l->timer.data = l;
-    uv_timer_start(&l->timer, tick, 0, LEASE_RENEW_MS);
+    uv_timer_start(&l->timer, tick, 0, LEASE_TRY_MS);
     return l;
 }
 

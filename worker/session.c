@@ -220,6 +220,12 @@ fallback(session_t *s, emit_t *e, hr_reason_t reason, int64_t failed_at_ms,
     if (s->contacts_known) {
         start_call(s, e, now_ms);
     }
+    if (s->state == HR_ST_FALLBACK || s->state == HR_ST_CALLING) {
+        /* AC5 counts from the decision: the operator learns of the switch
+         * now, not after a slow provider has answered; the update with the
+         * provider's reference follows when the call exists. */
+        emit(e, HR_ACT_PUBLISH);
+    }
 }
 
 

@@ -94,6 +94,36 @@ def test_provider_errors_are_retried_into_exactly_one_call(stack, session_id, ci
     assert row["provider_call_ref"] == call["sid"]
 
 
+def test_panel_hears_of_the_fallback_while_the_provider_is_still_failing(
+        stack, session_id, citizen, script):
+    """AC5 counts from the fallback's initiation: a provider answering 503 to
+    the first requests delays the call (AC2 budget), not the panel update."""
+    cid, phone = citizen
+    script(phone, "answer", after_ms=200, hold_ms=500)
+    panel = stack.panel(role="operator", station="st-1", sub="op-1")
+    try:
+        stack.activate(session_id, citizen=cid, operator="op-1")
+        sandbox_faults(stack, status=503, count=3)
+        failed_ms = time.time() * 1000
+        fail_stream(stack, session_id)
+
+        arrived_ms, msg = panel.next(3, match=lambda m: m.get("session_id") == session_id
+                                     and m.get("state") == "phone_fallback_active")
+        call = wait_until(lambda: citizen_call(stack, session_id), 10, what="the call")
+        print(f"503 x3: panel update {arrived_ms - failed_ms:.0f} ms, call created "
+              f"{call['received_at_ms'] - failed_ms:.0f} ms after the stream failure")
+        assert arrived_ms - failed_ms <= 1000
+        assert arrived_ms < call["received_at_ms"], "the panel waited for the provider"
+        assert "provider_call_ref" not in msg and msg["reason"] == "signalling_error"
+        _, msg = panel.next(5, match=lambda m: m.get("session_id") == session_id
+                            and "provider_call_ref" in m)
+        assert msg["provider_call_ref"] == call["sid"]
+        closed(stack, session_id)
+        assert len(stack.sandbox_calls(to=phone)) == 1
+    finally:
+        panel.close()
+
+
 def test_invalid_number_escalates_at_once_without_retry(stack, session_id, citizen, script):
     cid, phone = citizen
     script(phone, "invalid")

@@ -167,7 +167,8 @@ def test_redis_killed_under_load_loses_nothing(stack):
         build_sh("svc", "kill", "redis")
         killed_at = time.monotonic()
         time.sleep(max(0, started + RESTART_AT - time.monotonic()))
-        build_sh("svc", "start", "redis")
+        restart_at = time.monotonic()
+        build_sh("svc", "start", "redis")  # returns once Redis answers PING
         back_at = time.monotonic()
     finally:
         load.join()
@@ -190,8 +191,9 @@ def test_redis_killed_under_load_loses_nothing(stack):
         assert fields["type"] == "activated" and fields["session_id"] == r[3]
         assert json.loads(fields["payload"])["n"] == r[4]
 
-    # no 202 while Redis was dead (between the kill and the restart)
-    assert not [r for r in accepted if killed_at + 0.05 < r[0] and r[1] < back_at - 0.05]
+    # no 202 while Redis was dead (between the kill and the restart command;
+    # Redis may already answer before `svc start` has returned)
+    assert not [r for r in accepted if killed_at + 0.05 < r[0] and r[1] < restart_at]
 
     # 202s resume within 2 s of Redis answering again, and stay
     after = [r for r in accepted if r[0] >= back_at]

@@ -70,7 +70,8 @@ def test_updates_published_during_a_redis_outage_arrive_after_it(stack, session_
 
         for c in real:
             got = messages_until(c, lambda m: m.get("session_id") == session_id
-                                 and m.get("state") == "phone_fallback_active", 20)
+                                 and m.get("state") == "phone_fallback_active"
+                                 and "provider_call_ref" in m, 20)
             assert RESYNC not in got, got
             seqs = [m["seq"] for m in got]
             assert seqs == sorted(set(seqs)), seqs

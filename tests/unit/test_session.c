@@ -226,6 +226,31 @@ test_ac2_ac4_timeout_fallback(void **state)
 }
 
 
+/* AC5: the panel hears of the fallback when it is decided, right after the
+ * create-call request has been started (AC2 is not delayed by it), once. */
+static void
+test_ac5_published_at_the_decision(void **state)
+{
+    static const row_t  setup[] = {
+        { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
+        { HR_EV_CONTACTS, 20, ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
+    };
+    session_t          *s = new_session();
+    hr_action_t         acts[HR_ACT_MAX];
+    row_t               r = { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, 0, 0, 0 };
+    hr_event_t          ev = make_event(&r);
+    size_t              n;
+
+    (void) state;
+    RUN_ON(s, setup);
+    n = session_apply(s, &ev, 5000, acts, HR_ACT_MAX);
+    assert_int_equal(count_kind(acts, n, HR_ACT_PUBLISH), 1);
+    assert_true(find_kind(acts, n, HR_ACT_CREATE_CALL)
+                < find_kind(acts, n, HR_ACT_PUBLISH));
+    assert_string_equal(session_state_name(s->state), "phone_fallback_active");
+}
+
+
 static const row_t ac4_signalling_error[] = {
     { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, HR_ACT_ARM_TIMER, NONE },
     { HR_EV_CONTACTS, 20, ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
@@ -922,15 +947,24 @@ test_stale_activation(void **state)
 static void
 test_no_verified_phone(void **state)
 {
-    static const row_t rows[] = {
+    static const row_t  setup[] = {
         { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
         { HR_EV_CONTACTS, 20, NO_PHONE, 0, HR_ST_WATCHING, NONE, NONE },
-        { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, HR_ST_CLOSED,
-          HR_ACT_ESCALATE, HR_ACT_CREATE_CALL },
     };
+    session_t          *s = new_session();
+    hr_action_t         acts[HR_ACT_MAX];
+    row_t               r = { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, 0, 0, 0 };
+    hr_event_t          ev = make_event(&r);
+    size_t              n;
 
     (void) state;
-    RUN(rows);
+    RUN_ON(s, setup);
+    n = session_apply(s, &ev, 5000, acts, HR_ACT_MAX);
+    assert_int_equal(s->state, HR_ST_CLOSED);
+    assert_int_equal(count_kind(acts, n, HR_ACT_ESCALATE), 1);
+    assert_int_equal(count_kind(acts, n, HR_ACT_CREATE_CALL), 0);
+    /* closed is published once, not preceded by a phone_fallback_active */
+    assert_int_equal(count_kind(acts, n, HR_ACT_PUBLISH), 1);
 }
 
 
@@ -1203,6 +1237,7 @@ main(void)
         cmocka_unit_test(test_ac1_stream_active_cancels),
         cmocka_unit_test(test_ac1_deadline_from_at_ms),
         cmocka_unit_test(test_ac2_ac4_timeout_fallback),
+        cmocka_unit_test(test_ac5_published_at_the_decision),
         cmocka_unit_test(test_ac4_signalling_error),
         cmocka_unit_test(test_ac2_contacts_after_deadline),
         cmocka_unit_test(test_ac2_provider_errors),

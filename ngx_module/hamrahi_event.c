@@ -29,6 +29,8 @@ static int hamrahi_event_string_field(json_t *obj, const char *name,
     size_t max, int required, hamrahi_event_t *ev);
 static int hamrahi_event_check_json(hamrahi_route_t route, json_t *obj,
     hamrahi_event_t *ev);
+static int hamrahi_event_check_session(json_t *obj, const char *session,
+    size_t session_len, hamrahi_event_t *ev);
 static int hamrahi_event_token_valid(const char *s, size_t len, size_t max,
     int digits_only);
 static int hamrahi_event_query_field(const hamrahi_kv_t *query,
@@ -366,9 +368,36 @@ hamrahi_event_check_json(hamrahi_route_t route, json_t *obj,
 }
 
 
+/*
+ * Optional in the body, so existing senders keep working; a sender that
+ * includes it cannot have its signed body replayed against another session.
+ */
+static int
+hamrahi_event_check_session(json_t *obj, const char *session,
+    size_t session_len, hamrahi_event_t *ev)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, "session_id");
+    if (v == NULL) {
+        return 0;
+    }
+
+    if (!json_is_string(v) || json_string_length(v) != session_len
+        || memcmp(json_string_value(v), session, session_len) != 0)
+    {
+        return hamrahi_event_fail(ev, "session_mismatch",
+                                  "field \"session_id\" must equal the "
+                                  "session id in the path");
+    }
+
+    return 0;
+}
+
+
 int
-hamrahi_event_from_json(hamrahi_route_t route, const char *body, size_t len,
-    hamrahi_event_t *ev)
+hamrahi_event_from_json(hamrahi_route_t route, const char *session,
+    size_t session_len, const char *body, size_t len, hamrahi_event_t *ev)
 {
     json_t        *obj;
     json_error_t   err;
@@ -392,7 +421,9 @@ hamrahi_event_from_json(hamrahi_route_t route, const char *body, size_t len,
                                   "the body must be a JSON object");
     }
 
-    if (hamrahi_event_check_json(route, obj, ev) != 0) {
+    if (hamrahi_event_check_json(route, obj, ev) != 0
+        || hamrahi_event_check_session(obj, session, session_len, ev) != 0)
+    {
         json_decref(obj);
         ev->type = NULL;
         return -1;

@@ -67,11 +67,13 @@ const hamrahi_kv_t *hamrahi_kv_find(const hamrahi_kv_t *kv, size_t n,
     const char *name);
 
 /*
- * Validate a signalling hook body (JSON object) for route. 0 and ev->type,
- * ev->payload set, or -1 and ev->error, ev->detail set.
+ * Validate a signalling hook body (JSON object) for route and the session id
+ * of its path. 0 and ev->type, ev->payload set, or -1 and ev->error,
+ * ev->detail set. A body that names its session ("session_id") must name the
+ * path's: the signature covers only the body, so this binds it to one session.
  */
-int hamrahi_event_from_json(hamrahi_route_t route, const char *body,
-    size_t len, hamrahi_event_t *ev);
+int hamrahi_event_from_json(hamrahi_route_t route, const char *session,
+    size_t session_len, const char *body, size_t len, hamrahi_event_t *ev);
 
 /*
  * Build the event of a telephony callback: form holds the decoded body,

@@ -958,8 +958,8 @@ ngx_http_hamrahi_fanout_on_epoch(redisReply *reply, void *data)
         return;
     }
 
-    if (reply->len != p->resume_epoch.len
-        || ngx_strncmp(reply->str, p->resume_epoch.data, reply->len) != 0)
+    if (reply->len != p->resume_epoch_len
+        || ngx_strncmp(reply->str, p->resume_epoch, reply->len) != 0)
     {
         /* another log: its whole history, after telling the panel */
         ngx_log_error(NGX_LOG_INFO, p->connection->log, 0,

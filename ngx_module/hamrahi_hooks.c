@@ -363,7 +363,9 @@ ngx_http_hamrahi_hooks_signalling(ngx_http_request_t *r,
                    : "signature does not match the body");
     }
 
-    if (hamrahi_event_from_json(ctx->route, (const char *) body, len, &ev)
+    if (hamrahi_event_from_json(ctx->route, (const char *) ctx->session.data,
+                                ctx->session.len, (const char *) body, len,
+                                &ev)
         != 0)
     {
         return ngx_http_hamrahi_hooks_error(r, ctx->route,

@@ -500,7 +500,9 @@ ngx_http_hamrahi_panel_start(ngx_http_request_t *r,
         /* from now on live updates wait for the replay */
         p->replaying = 1;
         p->last_seq = since;
-        p->resume_epoch = *epoch;
+        p->resume_epoch_len = ngx_cpymem(p->resume_epoch, epoch->data,
+                                         epoch->len)
+                              - p->resume_epoch;
         p->epoch = ngx_crc32_short(epoch->data, epoch->len);
     }
 

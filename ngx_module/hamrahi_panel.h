@@ -69,7 +69,9 @@ typedef struct {
     uint64_t                   last_seq;        /* newest sent or passed */
     uint32_t                   epoch;           /* crc32 of the log's epoch */
     uint64_t                   replay_cursor;   /* newest log entry read */
-    ngx_str_t                  resume_epoch;    /* as the client sent it */
+    /* as the client sent it, copied: the request's buffers are freed */
+    u_char                     resume_epoch[NGX_HTTP_HAMRAHI_PANEL_EPOCH_MAX];
+    size_t                     resume_epoch_len;
     ngx_http_hamrahi_redis_cmd_t  *replay_cmd;
     ngx_http_hamrahi_out_t    *held;            /* live updates during replay */
     ngx_http_hamrahi_out_t   **held_last;

@@ -6,6 +6,7 @@ everything, chosen free ports and set HAMRAHI_RUN_DIR to a temporary directory
 
     ./build.sh test                 everything
     ./build.sh test --no-asan       skip the sanitizer rebuild of the unit tests
+    ./build.sh test --no-valgrind   skip the unit tests under valgrind
     ./build.sh test --no-fuzz       skip the libFuzzer runs (--no-unit skips them too)
     ./build.sh test -- -k watchdog  extra arguments after -- go to pytest
     ./build.sh test -- tests/e2e/test_10_hooks_auth.py   only these e2e files
@@ -40,12 +41,16 @@ class Tally:
         print(f"--- {suite}: {passed} passed, {failed} failed", flush=True)
 
 
-def run_cmocka(binary, tally, label):
+VALGRIND = ["valgrind", "-q", "--tool=memcheck", "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect", "--error-exitcode=99"]
+
+
+def run_cmocka(binary, tally, label, wrapper=()):
     # Unit tests see no HAMRAHI_* variables: the stack's settings must not
     # leak into tests of the configuration loader.
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAMRAHI_")}
-    proc = subprocess.run([binary], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=600, env=env)
+    proc = subprocess.run([*wrapper, binary], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=1200, env=env)
     sys.stdout.write(proc.stdout)
     passed = failed = 0
     for line in proc.stdout.splitlines():
@@ -58,9 +63,14 @@ def run_cmocka(binary, tally, label):
     tally.add(f"{label} {os.path.basename(binary)}", passed, failed)
 
 
-def unit_tests(root, tally, asan):
-    for binary in sorted(glob.glob(os.path.join(root, "build/tests/test_*"))):
+def unit_tests(root, tally, asan, valgrind):
+    binaries = sorted(glob.glob(os.path.join(root, "build/tests/test_*")))
+    for binary in binaries:
         run_cmocka(binary, tally, "unit")
+    if valgrind:
+        # a memory error or a lost block makes valgrind exit 99: a failure
+        for binary in binaries:
+            run_cmocka(binary, tally, "unit+valgrind", VALGRIND)
     if not asan:
         return
     proc = subprocess.run(["make", "-C", root, "-s", "-j2", "asan"], stdout=subprocess.PIPE,
@@ -157,12 +167,13 @@ def main():
     ap.add_argument("--no-asan", action="store_true")
     ap.add_argument("--no-unit", action="store_true")
     ap.add_argument("--no-fuzz", action="store_true")
+    ap.add_argument("--no-valgrind", action="store_true")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args()
 
     tally = Tally()
     if not args.no_unit:
-        unit_tests(args.root, tally, asan=not args.no_asan)
+        unit_tests(args.root, tally, asan=not args.no_asan, valgrind=not args.no_valgrind)
     # e2e files named after -- replace the whole tests/e2e directory
     e2e_paths = [a for a in args.pytest_args if a.startswith("tests/e2e/")]
     pytest_args = [a for a in args.pytest_args if a not in e2e_paths]

@@ -432,13 +432,18 @@ class PrivateNginx:
     ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     MODULE = os.path.join(ROOT, "build/nginx/ngx_http_hamrahi_module.so")
 
-    def __init__(self, stack, directory, http_directives, locations, redis=True):
+    def __init__(self, stack, directory, http_directives, locations, redis=True,
+                 wrapper=None):
         import socket
         self.dir = directory
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        # wrapper: a command (e.g. valgrind) nginx runs under, in the foreground
+        self.wrapper = wrapper
+        self.proc = None
+        http_directives = http_directives.replace("@URL@", self.url)
         subs = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         for sub in subs:
             os.makedirs(os.path.join(directory, "tmp", sub), exist_ok=True)
@@ -467,14 +472,21 @@ class PrivateNginx:
         proc = self._nginx("-t")
         return proc.returncode, proc.stdout
 
-    def start(self):
-        proc = self._nginx()
-        assert proc.returncode == 0, proc.stdout
+    def start(self, timeout=10):
         pid_file = os.path.join(self.dir, "nginx.pid")
-        wait_until(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(), 10,
+        if self.wrapper:
+            import subprocess
+            self.proc = subprocess.Popen(
+                [*self.wrapper, "nginx", "-p", self.dir, "-c", self.conf, "-e",
+                 os.path.join(self.dir, "error.log"), "-g", "daemon off;"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            proc = self._nginx()
+            assert proc.returncode == 0, proc.stdout
+        wait_until(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(), timeout,
                    what="nginx pid file")
         self.pid = int(open(pid_file).read())
-        wait_until(self._answers, 10, what="nginx answering")
+        wait_until(self._answers, timeout, what="nginx answering")
         return self
 
     def _answers(self):
@@ -483,13 +495,15 @@ class PrivateNginx:
         except OSError:
             return False
 
-    def stop(self):
+    def stop(self, timeout=10):
         if self.pid is None:
             return
         import signal
         try:
             os.kill(self.pid, signal.SIGQUIT)
-            wait_until(lambda: not os.path.exists(f"/proc/{self.pid}"), 10,
+            if self.proc is not None:
+                self.proc.wait(timeout)
+            wait_until(lambda: not os.path.exists(f"/proc/{self.pid}"), timeout,
                        what="nginx exit")
         except ProcessLookupError:
             pass

@@ -389,6 +389,20 @@ def test_signature_of_another_body_is_401(stack, session_id):
                    session_id)
 
 
+def test_signed_body_naming_another_session_is_400(stack, session_id):
+    """A body that names its session binds its signature to it: the same
+    signed release cannot be replayed to stop another session's fallback."""
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"reason": "citizen_cancelled", "session_id": other}).encode()
+    r = post_raw(stack, f"/v1/sos/sessions/{session_id}/released", body,
+                 signed_headers(stack, body))
+    assert_refused(r, 400, "session_mismatch", stack, session_id)
+    r = post_raw(stack, f"/v1/sos/sessions/{other}/released", body, signed_headers(stack, body))
+    assert r.status == 202, (r.status, r.body)
+    (entry,) = events_of(stack, other)
+    assert json.loads(entry[1]["payload"])["session_id"] == other
+
+
 def test_one_good_v1_among_several_is_accepted(stack, session_id):
     """Secret rotation: the sender may sign with the old and the new secret."""
     body = json.dumps({"reason": "rotation"}).encode()

@@ -96,8 +96,10 @@ class Raw:
     reads the status line and headers."""
 
     def __init__(self, tok=None, path=WS, extra=b"", headers=None, timeout=5,
-                 rcvbuf=None, request=None):
-        e = env()
+                 rcvbuf=None, request=None, addr=None):
+        e = dict(env())
+        if addr:
+            e["host"], e["port"] = addr
         self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)

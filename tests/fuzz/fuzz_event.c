@@ -116,7 +116,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_form(route, text, size - 1);
 
     } else {
-        rc = hamrahi_event_from_json(route, text, size - 1, &ev);
+        rc = hamrahi_event_from_json(route, "s-1", 3, text, size - 1, &ev);
         check_result(rc, &ev);
     }
 

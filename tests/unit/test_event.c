@@ -347,6 +347,19 @@ static const struct json_row {
     { HAMRAHI_ROUTE_RELEASED, "{\"reason\":[]}", NULL, NULL,
       "invalid_field" },
 
+    /* a body that names its session must name the path's ("s-1") */
+    { HAMRAHI_ROUTE_RELEASED, "{\"session_id\":\"s-1\"}", "released",
+      "{\"session_id\":\"s-1\"}", NULL },
+    { HAMRAHI_ROUTE_STREAM, "{\"state\":\"active\",\"session_id\":\"s-2\"}",
+      NULL, NULL, "session_mismatch" },
+    { HAMRAHI_ROUTE_RELEASED, "{\"session_id\":\"s-1 \"}", NULL, NULL,
+      "session_mismatch" },
+    { HAMRAHI_ROUTE_RELEASED, "{\"session_id\":\"s-\"}", NULL, NULL,
+      "session_mismatch" },
+    { HAMRAHI_ROUTE_ACTIVATED, "{\"citizen_id\":\"c\",\"operator_id\":\"o\","
+      "\"station_id\":\"s\",\"session_id\":1}", NULL, NULL,
+      "session_mismatch" },
+
     { HAMRAHI_ROUTE_NONE, "{}", NULL, NULL, "not_found" },
     { HAMRAHI_ROUTE_TELEPHONY_STATUS, "{}", NULL, NULL, "not_found" },
 };
@@ -362,7 +375,8 @@ test_event_from_json(void **state)
     (void) state;
 
     for (i = 0; i < N(json_rows); i++) {
-        rc = hamrahi_event_from_json(json_rows[i].route, json_rows[i].body,
+        rc = hamrahi_event_from_json(json_rows[i].route, "s-1", 3,
+                                     json_rows[i].body,
                                      strlen(json_rows[i].body), &ev);
 
         if (json_rows[i].error != NULL) {
@@ -405,8 +419,8 @@ test_event_from_json_embedded_nul(void **state)
 
     (void) state;
 
-    assert_int_equal(hamrahi_event_from_json(HAMRAHI_ROUTE_STREAM, body,
-                                             sizeof(body) - 1, &ev),
+    assert_int_equal(hamrahi_event_from_json(HAMRAHI_ROUTE_STREAM, "s-1", 3,
+                                             body, sizeof(body) - 1, &ev),
                      -1);
     assert_string_equal(ev.error, "invalid_json");
 }

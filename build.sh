@@ -19,6 +19,12 @@ PGBIN=/usr/lib/postgresql/15/bin
 NGX_SRC=/usr/share/nginx/src
 MODULE_SO="$ROOT/build/nginx/ngx_http_hamrahi_module.so"
 WORKER_BIN="$ROOT/build/hamrahi-worker"
+# HAMRAHI_SANITIZE=1: the stack runs the module and the worker built with
+# AddressSanitizer and UBSan (build-asan/); reports go to $RUN/log/*san-*.
+if [ "${HAMRAHI_SANITIZE:-0}" = 1 ]; then
+    MODULE_SO="$ROOT/build-asan/nginx/ngx_http_hamrahi_module.so"
+    WORKER_BIN="$ROOT/build-asan/hamrahi-worker"
+fi
 FROM_NUMBER="+15550009999"
 
 PACKAGES=(
@@ -94,24 +100,30 @@ cmd_build() {
     # Several stacks (a developer's `up` and a `test`) may build at once.
     (
         flock 9
-        build_module
+        build_module "$ROOT/build/nginx"
         make -C "$ROOT" -s -j2 all
+        if [ "${HAMRAHI_SANITIZE:-0}" = 1 ]; then
+            build_module "$ROOT/build-asan/nginx" \
+                "-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
+            make -C "$ROOT" -s -j2 asan
+        fi
     ) 9> "$ROOT/build/.lock"
 }
 
 # nginx's configure is run once per build dir (it takes ~4 s); `make modules`
 # then only recompiles what changed. A new source file or a changed `config`
 # needs a re-configure, which the stamp below detects.
+# build_module DIR [SANITIZER_FLAGS]
 build_module() {
-    local bdir="$ROOT/build/nginx" stamp
+    local bdir="$1" sanitize="${2:-}" stamp
     stamp="$(cd "$ROOT/ngx_module" && ls ./*.c ./*.h config | sha1sum | cut -c1-40)-$(sha1sum < "$ROOT/ngx_module/config" | cut -c1-40)"
     mkdir -p "$bdir"
     if [ ! -f "$bdir/Makefile" ] || [ "$(cat "$bdir/.stamp" 2>/dev/null)" != "$stamp" ]; then
         log "configuring the nginx module against Debian's nginx"
         (cd "$NGX_SRC" && bash -c '. ./conf_flags; ./configure \
-            --with-cc-opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS)" \
-            --with-ld-opt="$(dpkg-buildflags --get LDFLAGS) -fPIC" "${NGX_CONF_FLAGS[@]}" \
-            --add-dynamic-module="$1" --builddir="$2"' _ "$ROOT/ngx_module" "$bdir") \
+            --with-cc-opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS) $3" \
+            --with-ld-opt="$(dpkg-buildflags --get LDFLAGS) -fPIC $3" "${NGX_CONF_FLAGS[@]}" \
+            --add-dynamic-module="$1" --builddir="$2"' _ "$ROOT/ngx_module" "$bdir" "$sanitize") \
             > "$bdir/configure.log" 2>&1 || { tail -20 "$bdir/configure.log"; die "nginx configure failed"; }
         echo "$stamp" > "$bdir/.stamp"
     fi
@@ -281,13 +293,26 @@ render_nginx_conf() {
     mkdir -p "$RUN/nginx/tmp"/{body,proxy,fastcgi,uwsgi,scgi} "$RUN/nginx/logs"
 }
 
+# nginx itself is not built with ASan: a sanitized module needs the runtimes
+# preloaded into every nginx process that loads it.
+run_nginx() {
+    if [ "${HAMRAHI_SANITIZE:-0}" = 1 ]; then
+        LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+        ASAN_OPTIONS="detect_leaks=0:log_path=$RUN/log/asan-nginx" \
+        UBSAN_OPTIONS="print_stacktrace=1:log_path=$RUN/log/ubsan-nginx" \
+            nginx -p "$RUN/nginx" -c "$RUN/nginx/conf/nginx.conf" -e "$RUN/log/nginx-error.log" "$@"
+    else
+        nginx -p "$RUN/nginx" -c "$RUN/nginx/conf/nginx.conf" -e "$RUN/log/nginx-error.log" "$@"
+    fi
+}
+
 start_nginx() {
     alive nginx && return 0
     port_free "$HTTP_PORT" || die "port $HTTP_PORT (nginx) is in use"
     render_nginx_conf
-    nginx -p "$RUN/nginx" -c "$RUN/nginx/conf/nginx.conf" -e "$RUN/log/nginx-error.log" -t \
-        > "$RUN/log/nginx-t.log" 2>&1 || { cat "$RUN/log/nginx-t.log"; die "nginx -t failed"; }
-    nginx -p "$RUN/nginx" -c "$RUN/nginx/conf/nginx.conf" -e "$RUN/log/nginx-error.log"
+    run_nginx -t > "$RUN/log/nginx-t.log" 2>&1 \
+        || { cat "$RUN/log/nginx-t.log"; die "nginx -t failed"; }
+    run_nginx
     wait_for nginx 10 test -s "$RUN/nginx/nginx.pid"
     cp "$RUN/nginx/nginx.pid" "$RUN/pids/nginx.pid"
     wait_for nginx 10 curl -sf "http://127.0.0.1:$HTTP_PORT/healthz"
@@ -307,6 +332,8 @@ start_worker() {
     alive "$name" && return 0
     render_worker_conf
     [ "$name" = worker ] || metrics_port=$((METRICS_PORT + 1))
+    ASAN_OPTIONS="detect_leaks=1:log_path=$RUN/log/asan-$name" \
+    UBSAN_OPTIONS="print_stacktrace=1:log_path=$RUN/log/ubsan-$name" \
     HAMRAHI_CONSUMER_NAME="$name" HAMRAHI_METRICS_LISTEN="127.0.0.1:$metrics_port" nohup ${HAMRAHI_WORKER_WRAPPER:-} "$WORKER_BIN" \
         -c "$RUN/worker.conf" >> "$RUN/log/$name.log" 2>&1 < /dev/null &
     echo $! > "$RUN/pids/$name.pid"

@@ -5,7 +5,8 @@ everything, chosen free ports and set HAMRAHI_RUN_DIR to a temporary directory
 (it also tears the stack down afterwards, whatever happens here).
 
     ./build.sh test                 everything
-    ./build.sh test --no-asan       skip the sanitizer rebuild of the unit tests
+    ./build.sh test --no-asan       skip the sanitizer passes (unit tests, and the e2e
+                                    suite again with nginx and the worker under ASan/UBSan)
     ./build.sh test --no-valgrind   skip the unit tests under valgrind
     ./build.sh test --no-fuzz       skip the libFuzzer runs (--no-unit skips them too)
     ./build.sh test -- -k watchdog  extra arguments after -- go to pytest
@@ -134,11 +135,11 @@ def start_stack(root, tally):
     return True
 
 
-def pytest_suite(root, tmp, tally, name, paths, extra):
+def pytest_suite(root, tmp, tally, name, paths, extra, env=None):
     xml = os.path.join(tmp, f"{name}.xml")
     cmd = ["/usr/bin/python3", "-m", "pytest", "-v", "-rA", "-p", "no:cacheprovider",
            f"--junitxml={xml}", *paths, *extra]
-    subprocess.run(cmd, cwd=root, timeout=3600)
+    subprocess.run(cmd, cwd=root, timeout=3600, env=env)
     if not os.path.exists(xml):
         tally.add(name, 0, 1)
         return
@@ -149,6 +150,45 @@ def pytest_suite(root, tmp, tally, name, paths, extra):
         elif case.find("skipped") is None:
             passed += 1
     tally.add(name, passed, failed)
+
+
+def sanitizer_reports(run_dir):
+    """ASan/UBSan reports the sanitized nginx and worker wrote (log_path)."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "log", "*san-*"))):
+        with open(path, errors="replace") as f:
+            text = f.read()
+        if text.strip():
+            found.append((path, text))
+    return found
+
+
+def e2e_sanitized(root, tmp, tally, paths, extra):
+    """The end-to-end suite again, on a fresh stack whose nginx module and
+    worker are built with AddressSanitizer and UBSan (HAMRAHI_SANITIZE=1,
+    see build.sh). A sanitizer report from any process is a failure, even
+    when every test passed. The valgrind tests are left to the plain pass."""
+    build = os.path.join(root, "build.sh")
+    subprocess.run([build, "down"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    run_dir = os.path.join(tmp, "run-asan")
+    env = {**os.environ, "HAMRAHI_SANITIZE": "1", "HAMRAHI_RUN_DIR": run_dir}
+    try:
+        proc = subprocess.run([build, "up"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=900, env=env)
+        sys.stdout.write(proc.stdout)
+        if proc.returncode != 0:
+            tally.add("e2e+asan stack up", 0, 1)
+            return
+        skip = ["--deselect", "tests/e2e/test_97_worker_valgrind.py",
+                "--deselect", "tests/e2e/test_98_nginx_valgrind.py"]
+        pytest_suite(root, tmp, tally, "e2e+asan", paths, [*skip, *extra], env=env)
+    finally:
+        subprocess.run([build, "down"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                       env=env)
+    reports = sanitizer_reports(run_dir)
+    for path, text in reports:
+        print(f"===== {path}\n{text[-6000:]}")
+    tally.add("sanitizer reports (nginx, worker)", 0 if reports else 1, len(reports))
 
 
 def show_logs(run_dir):
@@ -182,6 +222,8 @@ def main():
         pytest_suite(args.root, args.tmp, tally, "sandbox", sandbox_tests, pytest_args)
     if start_stack(args.root, tally):
         pytest_suite(args.root, args.tmp, tally, "e2e", e2e_paths or ["tests/e2e"], pytest_args)
+    if not args.no_asan:
+        e2e_sanitized(args.root, args.tmp, tally, e2e_paths or ["tests/e2e"], pytest_args)
     # last: the ports build.sh chose stay free for a shorter time before `up`
     if not args.no_unit and not args.no_fuzz:
         fuzz_tests(args.root, args.tmp, tally)

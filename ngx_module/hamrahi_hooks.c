@@ -282,7 +282,10 @@ ngx_http_hamrahi_hooks_read_body(ngx_http_request_t *r, size_t max,
 
     if (r->request_body != NULL) {
         for (cl = r->request_body->bufs; cl != NULL; cl = cl->next) {
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+            /* an empty buffer (the last chunk) may have no memory at all */
+            if (cl->buf->last != cl->buf->pos) {
+                p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+            }
         }
     }
 

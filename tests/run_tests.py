@@ -152,14 +152,21 @@ def pytest_suite(root, tmp, tally, name, paths, extra, env=None):
     tally.add(name, passed, failed)
 
 
+SANITIZER_RE = re.compile(r"runtime error:|ERROR: (Address|Leak|UndefinedBehavior)Sanitizer")
+
+
 def sanitizer_reports(run_dir):
-    """ASan/UBSan reports the sanitized nginx and worker wrote (log_path)."""
+    """ASan/UBSan reports of the sanitized nginx and worker: the files of
+    their log_path, and reports that went to stderr (the services' logs)."""
     found = []
-    for path in sorted(glob.glob(os.path.join(run_dir, "log", "*san-*"))):
+    for path in sorted(glob.glob(os.path.join(run_dir, "log", "*"))):
         with open(path, errors="replace") as f:
             text = f.read()
-        if text.strip():
+        if "san-" in os.path.basename(path) and text.strip():
             found.append((path, text))
+        elif SANITIZER_RE.search(text):
+            start = SANITIZER_RE.search(text).start()
+            found.append((path, text[max(0, start - 2000):start + 4000]))
     return found
 
 

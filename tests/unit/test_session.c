@@ -226,24 +226,34 @@ test_ac2_ac4_timeout_fallback(void **state)
 }
 
 
+/* Activation, contacts (ON_DUTY or NO_PHONE), then the watchdog at 5000:
+ * the actions of the expiry in acts, their number returned. */
+static size_t
+expire_watchdog(session_t *s, int contacts, hr_action_t *acts)
+{
+    const row_t  setup[] = {
+        { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
+        { HR_EV_CONTACTS, 20, contacts, 0, HR_ST_WATCHING, NONE, NONE },
+    };
+    row_t        r = { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, 0, 0, 0 };
+    hr_event_t   ev = make_event(&r);
+
+    RUN_ON(s, setup);
+    return session_apply(s, &ev, 5000, acts, HR_ACT_MAX);
+}
+
+
 /* AC5: the panel hears of the fallback when it is decided, right after the
  * create-call request has been started (AC2 is not delayed by it), once. */
 static void
 test_ac5_published_at_the_decision(void **state)
 {
-    static const row_t  setup[] = {
-        { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
-        { HR_EV_CONTACTS, 20, ON_DUTY, 0, HR_ST_WATCHING, NONE, NONE },
-    };
-    session_t          *s = new_session();
-    hr_action_t         acts[HR_ACT_MAX];
-    row_t               r = { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, 0, 0, 0 };
-    hr_event_t          ev = make_event(&r);
-    size_t              n;
+    session_t    *s = new_session();
+    hr_action_t   acts[HR_ACT_MAX];
+    size_t        n;
 
     (void) state;
-    RUN_ON(s, setup);
-    n = session_apply(s, &ev, 5000, acts, HR_ACT_MAX);
+    n = expire_watchdog(s, ON_DUTY, acts);
     assert_int_equal(count_kind(acts, n, HR_ACT_PUBLISH), 1);
     assert_true(find_kind(acts, n, HR_ACT_CREATE_CALL)
                 < find_kind(acts, n, HR_ACT_PUBLISH));
@@ -947,19 +957,12 @@ test_stale_activation(void **state)
 static void
 test_no_verified_phone(void **state)
 {
-    static const row_t  setup[] = {
-        { HR_EV_ACTIVATED, 0, 0, 0, HR_ST_WATCHING, NONE, NONE },
-        { HR_EV_CONTACTS, 20, NO_PHONE, 0, HR_ST_WATCHING, NONE, NONE },
-    };
-    session_t          *s = new_session();
-    hr_action_t         acts[HR_ACT_MAX];
-    row_t               r = { HR_EV_TIMER, 5000, HR_TIMER_WATCHDOG, 0, 0, 0, 0 };
-    hr_event_t          ev = make_event(&r);
-    size_t              n;
+    session_t    *s = new_session();
+    hr_action_t   acts[HR_ACT_MAX];
+    size_t        n;
 
     (void) state;
-    RUN_ON(s, setup);
-    n = session_apply(s, &ev, 5000, acts, HR_ACT_MAX);
+    n = expire_watchdog(s, NO_PHONE, acts);
     assert_int_equal(s->state, HR_ST_CLOSED);
     assert_int_equal(count_kind(acts, n, HR_ACT_ESCALATE), 1);
     assert_int_equal(count_kind(acts, n, HR_ACT_CREATE_CALL), 0);

@@ -1,6 +1,8 @@
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <hiredis/adapters/libuv.h>
 
 #include "log.h"
@@ -11,6 +13,9 @@
  * (a stream_active that cancels a ringing call, AC8) within about a second. */
 #define BACKOFF_MAX_MS    1000
 #define CONNECT_MAX_MS    1000
+/* The socket is looked at this often: a refused connect, or a connection
+ * the server closed, is noticed within it. */
+#define CHECK_EVERY_MS    50
 #define PING_EVERY_MS     1000
 #define PING_MAX_MS       3000
 
@@ -20,6 +25,8 @@ struct rconn {
     uv_timer_t          retry;
     uv_timer_t          health;     /* connect timeout, then PING */
     uint64_t            ping_sent;  /* loop ms; 0: none outstanding */
+    uint64_t            connect_started;  /* loop ms of the last attempt */
+    uint64_t            ping_next;  /* loop ms the next PING is due */
     char                host[256];
     int                 port;
     char                name[32];
@@ -60,8 +67,10 @@ schedule_retry(rconn_t *rc)
 /*
  * hiredis 0.14's libuv adapter ignores a poll error (libuv reports
  * EPOLLERR as status UV_EBADF and stops the handle), so a refused connect or
- * a reset socket would hang forever. A connect timeout and a PING that must
- * come back bound both; drop() then frees the context from outside hiredis.
+ * a reset socket would hang forever. So the socket itself is polled (a
+ * refused connect or a closed connection is seen within CHECK_EVERY_MS); a
+ * connect timeout and a PING that must come back bound the rest; drop() then
+ * frees the context from outside hiredis.
  */
 static void
 drop(rconn_t *rc, const char *why)
@@ -93,7 +102,31 @@ on_pong(redisAsyncContext *ac, void *reply, void *priv)
     (void) ac;
     if (reply != NULL && ac->data == rc) {
         rc->ping_sent = 0;
+        rc->ping_next = uv_now(rc->loop) + PING_EVERY_MS;
     }
+}
+
+
+/* 1 and why filled in when the socket failed or the server closed it. */
+static int
+socket_failed(rconn_t *rc, char *why, size_t size)
+{
+    int        err = 0;
+    char       byte;
+    socklen_t  len = sizeof(err);
+
+    if (getsockopt(rc->ac->c.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0
+        && err != 0)
+    {
+        snprintf(why, size, "%s failed: %s", rc->up ? "connection" : "connect",
+                 strerror(err));
+        return 1;
+    }
+    if (rc->up && recv(rc->ac->c.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+        snprintf(why, size, "connection closed by the server");
+        return 1;
+    }
+    return 0;
 }
 
 
@@ -102,15 +135,25 @@ on_health(uv_timer_t *t)
 {
     rconn_t  *rc = t->data;
     uint64_t  now = uv_now(rc->loop);
+    char      why[96];
 
+    if (socket_failed(rc, why, sizeof(why))) {
+        drop(rc, why);
+        return;
+    }
     if (!rc->up) {
-        drop(rc, "connect timed out");
+        if (now - rc->connect_started >= CONNECT_MAX_MS) {
+            drop(rc, "connect timed out");
+        }
         return;
     }
     if (rc->ping_sent != 0) {
         if (now - rc->ping_sent > PING_MAX_MS) {
             drop(rc, "no answer to PING");
         }
+        return;
+    }
+    if (now < rc->ping_next) {
         return;
     }
     if (redisAsyncCommand(rc->ac, on_pong, rc, "PING") == REDIS_OK) {
@@ -139,7 +182,8 @@ on_connect(const redisAsyncContext *ac, int status)
     log_line("redis %s: connected to %s:%d", rc->name, rc->host, rc->port);
     rc->up = 1;
     rc->ping_sent = 0;
-    uv_timer_start(&rc->health, on_health, PING_EVERY_MS, PING_EVERY_MS);
+    rc->ping_next = uv_now(rc->loop) + PING_EVERY_MS;
+    uv_timer_start(&rc->health, on_health, CHECK_EVERY_MS, CHECK_EVERY_MS);
     rc->backoff_ms = BACKOFF_FIRST_MS;
     rc->cb(rc, 1, rc->arg);
 }
@@ -190,7 +234,8 @@ connect_now(rconn_t *rc)
     rc->ac = ac;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    uv_timer_start(&rc->health, on_health, CONNECT_MAX_MS, 0);
+    rc->connect_started = uv_now(rc->loop);
+    uv_timer_start(&rc->health, on_health, CHECK_EVERY_MS, CHECK_EVERY_MS);
 }
 
 

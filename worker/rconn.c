@@ -17,6 +17,7 @@
  * the server closed, is noticed within it. */
 #define CHECK_EVERY_MS    50
 #define PING_EVERY_MS     1000
+#define READY_EVERY_MS    100   /* PING while Redis answers LOADING */
 #define PING_MAX_MS       3000
 
 struct rconn {
@@ -27,6 +28,7 @@ struct rconn {
     uint64_t            ping_sent;  /* loop ms; 0: none outstanding */
     uint64_t            connect_started;  /* loop ms of the last attempt */
     uint64_t            ping_next;  /* loop ms the next PING is due */
+    int                 connected;  /* TCP up; "up" once PING got PONG */
     char                host[256];
     int                 port;
     char                name[32];
@@ -72,21 +74,16 @@ schedule_retry(rconn_t *rc)
  * connect timeout and a PING that must come back bound the rest; drop() then
  * frees the context from outside hiredis.
  */
+/* The connection is gone (rc->ac already detached): tell the user if it
+ * had been handed out, and try again later. */
 static void
-drop(rconn_t *rc, const char *why)
+lose(rconn_t *rc)
 {
-    redisAsyncContext *ac = rc->ac;
-    int                was_up = rc->up;
+    int  was_up = rc->up;
 
-    log_line("redis %s: %s; reconnecting", rc->name, why);
-    uv_timer_stop(&rc->health);
-    rc->ac = NULL;
     rc->up = 0;
+    rc->connected = 0;
     rc->ping_sent = 0;
-    if (ac != NULL) {
-        ac->data = NULL;       /* no disconnect callback into us */
-        redisAsyncFree(ac);    /* pending callbacks run with NULL replies */
-    }
     if (was_up) {
         rc->cb(rc, 0, rc->arg);
     }
@@ -95,14 +92,57 @@ drop(rconn_t *rc, const char *why)
 
 
 static void
-on_pong(redisAsyncContext *ac, void *reply, void *priv)
+drop(rconn_t *rc, const char *why)
 {
-    rconn_t *rc = priv;
+    redisAsyncContext *ac = rc->ac;
 
-    (void) ac;
-    if (reply != NULL && ac->data == rc) {
-        rc->ping_sent = 0;
-        rc->ping_next = uv_now(rc->loop) + PING_EVERY_MS;
+    log_line("redis %s: %s; reconnecting", rc->name, why);
+    uv_timer_stop(&rc->health);
+    rc->ac = NULL;
+    if (ac != NULL) {
+        ac->data = NULL;       /* no disconnect callback into us */
+        redisAsyncFree(ac);    /* pending callbacks run with NULL replies */
+    }
+    lose(rc);
+}
+
+
+static void
+become_ready(rconn_t *rc)
+{
+    log_line("redis %s: ready", rc->name);
+    rc->up = 1;
+    rc->backoff_ms = BACKOFF_FIRST_MS;
+    rc->cb(rc, 1, rc->arg);
+}
+
+
+/*
+ * A connection is only handed out ("up") once Redis answers PING with PONG:
+ * right after a restart it accepts connections but answers LOADING to
+ * every command until it has read its data back, and a command refused then
+ * (a queued panel update, the stream group) would be lost.
+ */
+static void
+on_pong(redisAsyncContext *ac, void *r, void *priv)
+{
+    rconn_t          *rc = priv;
+    const redisReply *reply = r;
+
+    if (reply == NULL || ac->data != rc) {
+        return;
+    }
+    rc->ping_sent = 0;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (!rc->up) {
+            log_line("redis %s: not ready: %s", rc->name, reply->str);
+        }
+        rc->ping_next = uv_now(rc->loop) + READY_EVERY_MS;
+        return;
+    }
+    rc->ping_next = uv_now(rc->loop) + PING_EVERY_MS;
+    if (!rc->up) {
+        become_ready(rc);
     }
 }
 
@@ -118,15 +158,26 @@ socket_failed(rconn_t *rc, char *why, size_t size)
     if (getsockopt(rc->ac->c.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0
         && err != 0)
     {
-        snprintf(why, size, "%s failed: %s", rc->up ? "connection" : "connect",
-                 strerror(err));
+        snprintf(why, size, "%s failed: %s",
+                 rc->connected ? "connection" : "connect", strerror(err));
         return 1;
     }
-    if (rc->up && recv(rc->ac->c.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+    if (rc->connected
+        && recv(rc->ac->c.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
+    {
         snprintf(why, size, "connection closed by the server");
         return 1;
     }
     return 0;
+}
+
+
+static void
+send_ping(rconn_t *rc, uint64_t now)
+{
+    if (redisAsyncCommand(rc->ac, on_pong, rc, "PING") == REDIS_OK) {
+        rc->ping_sent = now;
+    }
 }
 
 
@@ -141,7 +192,7 @@ on_health(uv_timer_t *t)
         drop(rc, why);
         return;
     }
-    if (!rc->up) {
+    if (!rc->connected) {
         if (now - rc->connect_started >= CONNECT_MAX_MS) {
             drop(rc, "connect timed out");
         }
@@ -153,11 +204,8 @@ on_health(uv_timer_t *t)
         }
         return;
     }
-    if (now < rc->ping_next) {
-        return;
-    }
-    if (redisAsyncCommand(rc->ac, on_pong, rc, "PING") == REDIS_OK) {
-        rc->ping_sent = now;
+    if (now >= rc->ping_next) {
+        send_ping(rc, now);
     }
 }
 
@@ -180,12 +228,8 @@ on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     log_line("redis %s: connected to %s:%d", rc->name, rc->host, rc->port);
-    rc->up = 1;
-    rc->ping_sent = 0;
-    rc->ping_next = uv_now(rc->loop) + PING_EVERY_MS;
-    uv_timer_start(&rc->health, on_health, CHECK_EVERY_MS, CHECK_EVERY_MS);
-    rc->backoff_ms = BACKOFF_FIRST_MS;
-    rc->cb(rc, 1, rc->arg);
+    rc->connected = 1;
+    send_ping(rc, uv_now(rc->loop));
 }
 
 
@@ -201,9 +245,7 @@ on_disconnect(const redisAsyncContext *ac, int status)
     uv_timer_stop(&rc->health);
     log_line("redis %s: connection lost (%s)", rc->name,
              status == REDIS_OK ? "closed" : ac->errstr);
-    rc->up = 0;
-    rc->cb(rc, 0, rc->arg);
-    schedule_retry(rc);
+    lose(rc);
 }
 
 
@@ -304,6 +346,7 @@ rconn_close(rconn_t *rc)
 {
     rc->closing = 1;
     rc->up = 0;
+    rc->connected = 0;
     uv_timer_stop(&rc->retry);
     uv_timer_stop(&rc->health);
     if (rc->ac != NULL) {

@@ -10,6 +10,10 @@
 #define READ_COUNT   "100"
 #define BLOCK_MS     "500"
 #define CLAIM_EVERY  1000
+/* After an error reply (e.g. LOADING while Redis reads its AOF back after a
+ * restart) the group creation or the read is tried again this much later:
+ * the reader must never stop. */
+#define RETRY_MS     100
 #define MAX_FIELDS   16
 
 struct stream {
@@ -17,6 +21,7 @@ struct stream {
     rconn_t        *reader;
     rconn_t        *cmd;
     uv_timer_t      claim;
+    uv_timer_t      retry;        /* after an error reply */
     stream_entry_cb cb;
     void           *arg;
     char            cursor[48];   /* "0..." while replaying pending, ">" after */
@@ -101,6 +106,31 @@ static void create_group(stream_t *st);
 
 
 static void
+on_retry(uv_timer_t *t)
+{
+    stream_t *st = t->data;
+
+    if (st->closed || !rconn_is_up(st->reader)) {
+        return; /* the reconnect starts over with the group */
+    }
+    if (!st->group_ready) {
+        create_group(st);
+    } else {
+        read_next(st);
+    }
+}
+
+
+static void
+retry_later(stream_t *st)
+{
+    if (!st->closed) {
+        uv_timer_start(&st->retry, on_retry, RETRY_MS, 0);
+    }
+}
+
+
+static void
 on_read(redisAsyncContext *ac, void *r, void *priv)
 {
     stream_t         *st = priv;
@@ -118,8 +148,8 @@ on_read(redisAsyncContext *ac, void *r, void *priv)
         log_line("stream: XREADGROUP failed: %s", reply->str);
         if (strncmp(reply->str, "NOGROUP", 7) == 0) {
             st->group_ready = 0;
-            create_group(st);
         }
+        retry_later(st);
         return;
     }
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
@@ -166,6 +196,7 @@ on_group(redisAsyncContext *ac, void *r, void *priv)
         && strncmp(reply->str, "BUSYGROUP", 9) != 0)
     {
         log_line("stream: XGROUP CREATE failed: %s", reply->str);
+        retry_later(st);
         return;
     }
     st->group_ready = 1;
@@ -286,6 +317,8 @@ stream_new(uv_loop_t *loop, const config_t *cf, rconn_t *cmd,
     strcpy(st->cursor, "0");
     uv_timer_init(loop, &st->claim);
     st->claim.data = st;
+    uv_timer_init(loop, &st->retry);
+    st->retry.data = st;
     st->reader = rconn_new(loop, cf->redis_host, cf->redis_port, "reader",
                            on_reader_state, st);
     if (st->reader == NULL) {
@@ -347,6 +380,7 @@ stream_close(stream_t *st)
     st->closed = 1;
     rconn_close(st->reader);
     uv_close((uv_handle_t *) &st->claim, NULL);
+    uv_close((uv_handle_t *) &st->retry, NULL);
 }
 
 

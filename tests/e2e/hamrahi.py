@@ -347,9 +347,9 @@ def event_applied(stack, response):
     return bool(stack.sql("SELECT 1 FROM processed_events WHERE stream_id = %s", stream_id))
 
 
-def worker_metrics(stack, url_key="HAMRAHI_WORKER_METRICS_URL"):
-    """The worker's Prometheus text as {'name{labels}': value}."""
-    r = http("GET", stack.env[url_key])
+def prometheus(url):
+    """A Prometheus text page as {'name{labels}': value}."""
+    r = http("GET", url)
     assert r.status == 200, r.status
     metrics = {}
     for line in r.body.decode().splitlines():
@@ -357,6 +357,11 @@ def worker_metrics(stack, url_key="HAMRAHI_WORKER_METRICS_URL"):
             name, _, value = line.rpartition(" ")
             metrics[name] = float(value)
     return metrics
+
+
+def worker_metrics(stack, url_key="HAMRAHI_WORKER_METRICS_URL"):
+    """The worker's metrics."""
+    return prometheus(stack.env[url_key])
 
 
 def pending_entries_of(stack, session_id, key="hamrahi:events", group="fallback"):
@@ -413,15 +418,15 @@ def post_telephony(stack, kind, query, params, signed_url=None, signature=None,
 
 
 def hook_metrics(stack):
-    """The module's hamrahi_status page as {'name{labels}': value}."""
-    r = http("GET", stack.url + "/metrics")
-    assert r.status == 200, r.status
-    metrics = {}
-    for line in r.body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            metrics[name] = float(value)
-    return metrics
+    """The module's hamrahi_status page."""
+    return prometheus(stack.url + "/metrics")
+
+
+# valgrind memcheck as the valgrind tests run it (test_97, test_98); each
+# adds which leaks count as errors and where the report goes.
+VALGRIND_MEMCHECK = ["valgrind", "--tool=memcheck", "--leak-check=full",
+                     "--show-leak-kinds=definite,indirect", "--track-origins=yes",
+                     "--num-callers=40"]
 
 
 class PrivateNginx:

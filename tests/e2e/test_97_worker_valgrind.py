@@ -10,14 +10,13 @@ import subprocess
 
 import pytest
 
-from hamrahi import (child_calls, citizen_call, fail_stream, sandbox_faults, sandbox_hangup,
-                     session_state, wait_until)
+from hamrahi import (VALGRIND_MEMCHECK, child_calls, citizen_call, fail_stream, sandbox_faults,
+                     sandbox_hangup, session_state, wait_until)
 from worker_scenarios import ROOT, WATCHDOG_MS, svc, wait_active
 
 OP1 = "+15550000101"
-VALGRIND = ("valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite,indirect "
-            "--errors-for-leak-kinds=definite,indirect --track-origins=yes --num-callers=30 "
-            "--log-file={log}")
+VALGRIND = " ".join([*VALGRIND_MEMCHECK, "--errors-for-leak-kinds=definite,indirect",
+                     "--log-file={log}"])
 
 
 @pytest.fixture

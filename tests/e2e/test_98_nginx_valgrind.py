@@ -11,14 +11,13 @@ import json
 import os
 import re
 
-from hamrahi import PrivateNginx, events_of, http, post_telephony, telephony_token
+from hamrahi import (VALGRIND_MEMCHECK, PrivateNginx, events_of, http, post_telephony,
+                     telephony_token)
 from hamrahi import hook_signature, twilio_signature, wait_until
 from wsraw import (close_frame, current_epoch, publish_logged, token, unique, update,
                    upgraded)
 
-VALGRIND = ["valgrind", "--tool=memcheck", "--leak-check=full",
-            "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=none",
-            "--track-origins=yes", "--num-callers=40"]
+VALGRIND = [*VALGRIND_MEMCHECK, "--errors-for-leak-kinds=none"]
 OURS = re.compile(r"hamrahi|redisAsync|redisReader|json_|ngx_http_hamrahi_module\.so")
 
 

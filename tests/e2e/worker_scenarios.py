@@ -6,7 +6,6 @@ import os
 import random
 import subprocess
 import time
-import urllib.request
 import uuid
 
 from hamrahi import wait_until
@@ -95,18 +94,6 @@ def no_call_for(stack, phone, seconds):
     while time.monotonic() < end:
         assert stack.sandbox_calls(to=phone) == [], "unexpected call"
         time.sleep(0.1)
-
-
-def metrics(url, timeout=2):
-    """Prometheus text -> {"name{labels}": float}."""
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        text = resp.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
 
 
 def lease_owner(stack):

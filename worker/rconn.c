@@ -24,7 +24,7 @@ struct rconn {
     uv_loop_t          *loop;
     redisAsyncContext  *ac;
     uv_timer_t          retry;
-    uv_timer_t          health;     /* connect timeout, then PING */
+    uv_timer_t          health;     /* socket checks, timeouts, PINGs */
     uint64_t            ping_sent;  /* loop ms; 0: none outstanding */
     uint64_t            connect_started;  /* loop ms of the last attempt */
     uint64_t            ping_next;  /* loop ms the next PING is due */
@@ -66,14 +66,6 @@ schedule_retry(rconn_t *rc)
 }
 
 
-/*
- * hiredis 0.14's libuv adapter ignores a poll error (libuv reports
- * EPOLLERR as status UV_EBADF and stops the handle), so a refused connect or
- * a reset socket would hang forever. So the socket itself is polled (a
- * refused connect or a closed connection is seen within CHECK_EVERY_MS); a
- * connect timeout and a PING that must come back bound the rest; drop() then
- * frees the context from outside hiredis.
- */
 /* The connection is gone (rc->ac already detached): tell the user if it
  * had been handed out, and try again later. */
 static void
@@ -147,7 +139,15 @@ on_pong(redisAsyncContext *ac, void *r, void *priv)
 }
 
 
-/* 1 and why filled in when the socket failed or the server closed it. */
+/*
+ * hiredis 0.14's libuv adapter ignores a poll error (libuv reports
+ * EPOLLERR as status UV_EBADF and stops the handle), so a refused connect or
+ * a reset socket would hang forever. So the socket itself is polled (a
+ * refused connect or a closed connection is seen within CHECK_EVERY_MS); a
+ * connect timeout and a PING that must come back bound the rest; drop() then
+ * frees the context from outside hiredis. Returns 1, why filled in, when
+ * the socket failed or the server closed it.
+ */
 static int
 socket_failed(rconn_t *rc, char *why, size_t size)
 {
